@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Creates .venv with depthtune and its test tools when it is missing, then activates it.
+# Sourced by scripts/demo.sh and scripts/test.sh so that both README commands work on a
+# machine with nothing installed. DEPTHTUNE_TORCH picks the torch requirement to pre-install
+# (default: the CPU build 2.13.0; set it to e.g. "torch>=2.4" on a CUDA machine).
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo_root/.venv"
+stamp="$venv/.depthtune-installed"
+if [ ! -f "$stamp" ] || [ "$repo_root/pyproject.toml" -nt "$stamp" ]; then
+    echo "[depthtune] creating the environment in $venv (first run only)" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet "${DEPTHTUNE_TORCH:-torch==2.13.0}"
+    "$venv/bin/python" -m pip install --quiet -e "$repo_root[dev]"
+    touch "$stamp"
+fi
+# shellcheck disable=SC1091
+source "$venv/bin/activate"
+cd "$repo_root"
