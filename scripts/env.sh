@@ -9,10 +9,18 @@ venv="$repo_root/.venv"
 stamp="$venv/.depthtune-installed"
 if [ ! -f "$stamp" ] || [ "$repo_root/pyproject.toml" -nt "$stamp" ]; then
     echo "[depthtune] creating the environment in $venv (first run only)" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet "${DEPTHTUNE_TORCH:-torch==2.13.0}"
-    "$venv/bin/python" -m pip install --quiet -e "$repo_root[dev]"
+    log="$(mktemp)"
+    if ! {
+        python3 -m venv "$venv" &&
+        "$venv/bin/python" -m pip install --upgrade pip &&
+        "$venv/bin/python" -m pip install "${DEPTHTUNE_TORCH:-torch==2.13.0}" &&
+        "$venv/bin/python" -m pip install -e "$repo_root[dev]"
+    } >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "[depthtune] installing the environment failed; full log: $log" >&2
+        exit 1
+    fi
+    rm -f "$log"
     touch "$stamp"
 fi
 # shellcheck disable=SC1091

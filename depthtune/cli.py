@@ -1,0 +1,116 @@
+"""`depthtune` command line: data generation, single training runs and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from depthtune.config import read_yaml
+from depthtune.models import MODEL_NAMES
+
+logger = logging.getLogger("depthtune")
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "demo.yaml"
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "momentum", "step_size", "gamma", "grad_weight", "seed", "net12_checkpoint", "splits_file", "device", "num_workers")
+
+
+def _add_data_parser(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="generate synthetic scenes in the NYU Depth v2 labelled-file layout")
+    synth.add_argument("--n", type=int, default=300, help="number of scenes (default 300)")
+    synth.add_argument("--out", required=True, help="output .mat path")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=1, help="processes rendering in parallel")
+
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="one training run (no sweep)")
+    train.add_argument("--model", required=True, choices=MODEL_NAMES)
+    train.add_argument("--data", required=True, help="nyu_depth_v2_labeled.mat or a file in its layout")
+    train.add_argument("--config", help="YAML file of training settings (flags override it)")
+    train.add_argument("--profile", default="auto", help="model size: auto (paper on GPU, cpu otherwise), paper, cpu")
+    train.add_argument("--out", help="run directory (default runs/<model>-<time>)")
+    train.add_argument("--resume", help="checkpoint (file or epoch directory) to continue from")
+    for flag in TRAIN_FLAGS:
+        kind = {"epochs": int, "batch_size": int, "step_size": int, "seed": int, "num_workers": int}.get(flag)
+        kind = kind or (str if flag in ("net12_checkpoint", "splits_file", "device") else float)
+        train.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind)
+
+
+def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser("demo", help="synthetic data (or --data) -> Net12 -> Net3 -> results table")
+    demo.add_argument("--config", default=str(DEMO_CONFIG), help=f"demo YAML (default {DEMO_CONFIG})")
+    demo.add_argument("--data", help="use this NYU-layout file instead of synthetic scenes")
+    demo.add_argument("--splits-file", dest="splits_file", help="NYU splits.mat for the standard Eigen split")
+    demo.add_argument("--profile", help="auto, paper or cpu")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="depthtune", description=__doc__)
+    root.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = root.add_subparsers(dest="command", required=True)
+    _add_data_parser(commands)
+    _add_train_parser(commands)
+    _add_demo_parser(commands)
+    return root
+
+
+def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from depthtune.data import generate_dataset
+
+    path = generate_dataset(args.out, args.n, seed=args.seed, workers=args.workers)
+    logger.info("wrote %d synthetic scenes to %s", args.n, path)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from depthtune.profiles import model_config
+    from depthtune.runner import run_training
+    from depthtune.train import TrainConfig
+
+    values: dict[str, Any] = {"model": args.model, "model_cfg": model_config(args.profile, args.model)}
+    if args.config:
+        values.update(read_yaml(args.config))
+    values.update({"data": args.data, **_overrides(args, TRAIN_FLAGS)})
+    config = TrainConfig.from_dict(values, where=args.config or "command line")
+    run_dir = Path(args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    outcome = run_training(config, run_dir, resume_from=args.resume)
+    logger.info(
+        "best epoch %d: test abs_rel %.4f, rmse %.4f; checkpoint %s; metrics %s",
+        outcome.result.best_epoch + 1, outcome.test_metrics["abs_rel"], outcome.test_metrics["rmse"],
+        outcome.result.best_checkpoint, run_dir / "metrics.jsonl",
+    )
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from depthtune.demo import DemoConfig, run_demo
+
+    values = read_yaml(args.config)
+    values.update(_overrides(args, ("data", "splits_file", "profile")))
+    run_demo(DemoConfig.from_dict(values, where=args.config))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    handlers = {"data": _synth, "train": _train, "demo": _demo}
+    try:
+        handlers[args.command](args)
+    except (ValueError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        logger.debug("details", exc_info=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

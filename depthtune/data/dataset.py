@@ -1,0 +1,69 @@
+"""The torch Dataset every training and evaluation run reads: one split of an NYU-layout file,
+transformed to the input and output resolution of the named model."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from depthtune.data.nyu import NYUArrays, read_nyu
+from depthtune.data.splits import Splits, make_splits
+from depthtune.data.transforms import Augmentation, DepthTransform
+from depthtune.models import io_sizes
+
+
+class NYUDepthV2(Dataset):
+    """Yields (image 3xhxw, depth target 1xh'xw', valid mask 1xh'xw') for one split.
+
+    ``data`` is a path to the labelled .mat file or arrays already read (shared between runs).
+    Training samples are augmented with a generator seeded by (seed, epoch, frame index), so a
+    sample does not depend on worker count, order, or whether the run was resumed.
+    With ``full_depth=True`` a fourth item, the frame's full-resolution depth, is added for metrics.
+    """
+
+    def __init__(
+        self,
+        data: str | os.PathLike | NYUArrays,
+        split: str,
+        model_name: str,
+        train: bool,
+        *,
+        model_cfg: dict | None = None,
+        splits: Splits | None = None,
+        seed: int = 0,
+        augmentation: Augmentation | None = None,
+        full_depth: bool = False,
+    ) -> None:
+        self.arrays = data if isinstance(data, NYUArrays) else read_nyu(data)
+        self.splits = splits if splits is not None else make_splits(len(self.arrays), seed=seed)
+        self.split = split
+        self.indices = self.splits.get(split)
+        if len(self.indices) and int(self.indices.max()) >= len(self.arrays):
+            raise ValueError(
+                f"split {split!r} ({self.splits.source}) refers to frame {int(self.indices.max())} "
+                f"but {self.arrays.source} holds {len(self.arrays)} frames"
+            )
+        input_size, output_size = io_sizes(model_name, **(model_cfg or {}))
+        self.train = train
+        self.transform = DepthTransform(input_size, output_size, (augmentation or Augmentation()) if train else None)
+        self.seed = seed
+        self.epoch = 0
+        self.full_depth = full_depth
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of an epoch (call before iterating)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        frame = int(self.indices[i])
+        rng = np.random.default_rng([self.seed, self.epoch, frame]) if self.train else None
+        image, target, mask = self.transform(self.arrays.images[frame], self.arrays.depths[frame], rng)
+        if self.full_depth:
+            return image, target, mask, torch.from_numpy(np.ascontiguousarray(self.arrays.depths[frame]))
+        return image, target, mask

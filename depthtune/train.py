@@ -1,0 +1,351 @@
+"""The one training loop for Net12, Net3 and FCRN: SGD + momentum with StepLR, evaluation on the
+validation split after every epoch, a full checkpoint every epoch, and a callback that receives
+each epoch's metrics and checkpoint directory. Bare runs and Ray Tune trials call ``train``
+unchanged: a trial's callback forwards to ``tune.report``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from depthtune.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from depthtune.config import from_dict
+from depthtune.data import NYUArrays, NYUDepthV2, Splits, make_splits, read_nyu
+from depthtune.losses import LossFn, loss_for_model
+from depthtune.metrics import METRIC_NAMES, EvalProtocol, MetricAccumulator, to_frame
+from depthtune.models import MODEL_NAMES, build
+
+logger = logging.getLogger(__name__)
+
+EpochCallback = Callable[[dict[str, float], Path], None]
+SELECTABLE_METRICS = ("val_loss",) + tuple(f"val_{name}" for name in METRIC_NAMES)
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; the tuned hyperparameters are lr, momentum,
+    step_size and grad_weight."""
+
+    model: str = "net12"
+    model_cfg: dict[str, Any] = field(default_factory=dict)
+    data: str | None = None
+    splits_file: str | None = None
+    split_seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    epochs: int = 10
+    batch_size: int = 16
+    eval_batch_size: int = 16
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    step_size: int = 5
+    gamma: float = 0.1
+    grad_weight: float = 1.0
+    seed: int = 0
+    net12_checkpoint: str | None = None
+    augment: bool = True
+    num_workers: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    select_metric: str = "val_loss"
+    keep_checkpoints: int = 1
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "training config") -> "TrainConfig":
+        config = from_dict(cls, values, where=where)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Reject values that cannot train, naming the key, the value and what was expected."""
+        problems = []
+        if self.model not in MODEL_NAMES:
+            problems.append(f"model={self.model!r}: expected one of {list(MODEL_NAMES)}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr={self.lr!r}: the learning rate must be a finite number > 0")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"momentum={self.momentum!r}: expected 0 <= momentum < 1")
+        if not (isinstance(self.step_size, int) and self.step_size >= 1):
+            problems.append(f"step_size={self.step_size!r}: expected an integer >= 1 (epochs per lr step)")
+        if not 0 < self.gamma <= 1:
+            problems.append(f"gamma={self.gamma!r}: expected 0 < gamma <= 1")
+        if self.grad_weight < 0:
+            problems.append(f"grad_weight={self.grad_weight!r}: expected >= 0")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay={self.weight_decay!r}: expected >= 0")
+        for key in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints"):
+            value = getattr(self, key)
+            if not (isinstance(value, int) and value >= 1):
+                problems.append(f"{key}={value!r}: expected an integer >= 1")
+        if self.num_workers < 0:
+            problems.append(f"num_workers={self.num_workers!r}: expected >= 0")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            problems.append(f"device={self.device!r}: expected 'auto', 'cpu' or 'cuda[:N]'")
+        if self.select_metric not in SELECTABLE_METRICS:
+            problems.append(f"select_metric={self.select_metric!r}: expected one of {list(SELECTABLE_METRICS)}")
+        if self.model == "net3" and not self.net12_checkpoint:
+            problems.append("model='net3' needs net12_checkpoint: the path of a trained Net12 checkpoint to refine")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves: per-epoch metrics and where the best and last checkpoints are."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_checkpoint: Path
+    last_checkpoint: Path
+
+    @property
+    def best_metrics(self) -> dict[str, float]:
+        return self.history[self.best_epoch]
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> first CUDA device when visible, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} was requested but no CUDA device is visible")
+    return device
+
+
+def is_better(metric: str, value: float, best: float | None) -> bool:
+    """Lower is better for losses and errors, higher for the delta accuracies."""
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value > best if metric.startswith("val_delta") else value < best
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """A fresh model for ``config``; Net3 wraps the frozen Net12 read from ``net12_checkpoint``."""
+    if config.model == "net3":
+        try:
+            net12 = model_from_checkpoint(config.net12_checkpoint, expected="net12")
+        except CheckpointError as exc:
+            raise ValueError(f"net12_checkpoint: {exc}") from exc
+        return build("net3", net12=net12, **config.model_cfg)
+    return build(config.model, **config.model_cfg)
+
+
+def data_splits(config: TrainConfig, n: int) -> Splits:
+    """The train/val/test split a config asks for."""
+    return make_splits(
+        n,
+        splits_file=config.splits_file,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.split_seed,
+    )
+
+
+def evaluation_loader(
+    arrays: NYUArrays, splits: Splits, split: str, model_name: str, model_cfg: dict, batch_size: int, num_workers: int = 0
+) -> DataLoader:
+    """Un-augmented batches of a split with full-resolution ground truth for the metrics."""
+    dataset = NYUDepthV2(
+        arrays, split, model_name, train=False, model_cfg=model_cfg, splits=splits, full_depth=True
+    )
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    loss_fn: LossFn | None = None,
+    protocol: EvalProtocol = EvalProtocol(),
+    bf16: bool = True,
+) -> dict[str, float]:
+    """Loss (when given) and every depth metric of ``model`` over an evaluation loader."""
+    model.eval()
+    accumulator = MetricAccumulator(protocol)
+    loss_total, seen = 0.0, 0
+    for image, target, mask, full_depth in loader:
+        image, target, mask = image.to(device), target.to(device), mask.to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+            pred_log = model(image)
+        pred_log = pred_log.float()
+        if loss_fn is not None:
+            loss_total += float(loss_fn(pred_log, target, mask)) * image.shape[0]
+            seen += image.shape[0]
+        accumulator.update(to_frame(torch.exp(pred_log)).cpu(), full_depth)
+    metrics = accumulator.compute()
+    if loss_fn is not None:
+        metrics["loss"] = loss_total / seen
+    return metrics
+
+
+def _restore(model: nn.Module, optimizer, scheduler, state: dict, where: str) -> int:
+    """Load a checkpoint's states into the live objects; returns the next epoch to run."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"cannot resume from {where}: {exc}") from exc
+    torch.set_rng_state(state["rng"]["torch"])
+    if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return int(state["epoch"]) + 1
+
+
+def _epoch_permutation(seed: int, epoch: int, n: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def _prune_checkpoints(root: Path, keep: int, best_epoch: int) -> None:
+    """Keep the newest ``keep`` epoch directories and the best one."""
+    epochs = sorted(root.glob("epoch_*"))
+    for directory in epochs[:-keep]:
+        if directory.name != f"epoch_{best_epoch:03d}":
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def train(
+    config: TrainConfig,
+    checkpoint_root: str | Path,
+    *,
+    arrays: NYUArrays | None = None,
+    on_epoch: EpochCallback | None = None,
+    resume_from: str | Path | None = None,
+) -> TrainResult:
+    """Train ``config.model`` for ``config.epochs`` epochs, resuming exactly from a checkpoint
+    when given; after each epoch, ``on_epoch(metrics, checkpoint_dir)`` is called."""
+    config.validate()
+    device = pick_device(config.device)
+    if arrays is None:
+        if not config.data:
+            raise ValueError("training config has no data: set data to the path of an NYU-layout .mat file")
+        arrays = read_nyu(config.data)
+    splits = data_splits(config, len(arrays))
+    resume_state = load_checkpoint(resume_from) if resume_from else None
+    if resume_state is not None and resume_state.get("model_name") != config.model:
+        raise CheckpointError(
+            f"cannot resume a {config.model!r} run from {resume_from}: it holds a {resume_state.get('model_name')!r} model"
+        )
+
+    torch.manual_seed(config.seed)
+    if resume_state is not None:
+        model = build(config.model, **resume_state["model_config"])
+    else:
+        model = build_model(config)
+    model.to(device)
+    model_cfg = dict(model.config)
+    loss_fn = loss_for_model(config.model, grad_weight=config.grad_weight)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    start_epoch, history, best_epoch = 0, [], -1
+    if resume_state is not None:
+        start_epoch = _restore(model, optimizer, scheduler, resume_state, str(resume_from))
+        history = list(resume_state["history"])
+        best_epoch = int(resume_state["best_epoch"])
+        logger.info("resumed %s from %s at epoch %d", config.model, resume_from, start_epoch)
+
+    train_set = NYUDepthV2(
+        arrays, "train", config.model, train=config.augment, model_cfg=model_cfg, splits=splits, seed=config.seed
+    )
+    val_loader = evaluation_loader(arrays, splits, "val", config.model, model_cfg, config.eval_batch_size, config.num_workers)
+    root = Path(checkpoint_root)
+    amp = config.bf16 and device.type == "cuda"
+
+    for epoch in range(start_epoch, config.epochs):
+        train_set.set_epoch(epoch)
+        loader = DataLoader(
+            train_set,
+            batch_size=config.batch_size,
+            sampler=_epoch_permutation(config.seed, epoch, len(train_set)),
+            num_workers=config.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        started = time.perf_counter()
+        loss_sum, images = torch.zeros((), device=device), 0
+        for image, target, mask in loader:
+            image, target, mask = image.to(device, non_blocking=True), target.to(device), mask.to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                pred_log = model(image)
+            loss = loss_fn(pred_log.float(), target, mask)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * image.shape[0]
+            images += image.shape[0]
+        train_loss = float(loss_sum) / images
+        train_seconds = time.perf_counter() - started
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"{config.model} training loss became {train_loss} in epoch {epoch + 1} (lr={lr})")
+        scheduler.step()
+        val = evaluate(model, val_loader, device, loss_fn=loss_fn, bf16=config.bf16)
+        metrics = {
+            "epoch": float(epoch),
+            "train_loss": train_loss,
+            "val_loss": val.pop("loss"),
+            **{f"val_{name}": value for name, value in val.items()},
+            "lr": lr,
+            "epoch_seconds": time.perf_counter() - started,
+            "images_per_second": images / train_seconds,
+        }
+        history.append(metrics)
+        if best_epoch < 0 or is_better(config.select_metric, metrics[config.select_metric], history[best_epoch][config.select_metric]):
+            best_epoch = epoch
+        directory = root / f"epoch_{epoch:03d}"
+        save_checkpoint(
+            directory,
+            {
+                "model_name": config.model,
+                "model_config": model_cfg,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                "history": history,
+                "best_epoch": best_epoch,
+                "train_config": config.as_dict(),
+            },
+        )
+        logger.info(
+            "%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_abs_rel %.3f  %.1f img/s",
+            config.model, epoch + 1, config.epochs, metrics["train_loss"], metrics["val_loss"],
+            metrics["val_abs_rel"], metrics["images_per_second"],
+        )
+        if on_epoch is not None:
+            on_epoch(metrics, directory)
+        _prune_checkpoints(root, config.keep_checkpoints, best_epoch)
+
+    if not history:
+        raise ValueError(f"nothing to train: the checkpoint already finished {start_epoch} of {config.epochs} epochs")
+    return TrainResult(
+        history=history,
+        best_epoch=best_epoch,
+        best_checkpoint=root / f"epoch_{best_epoch:03d}",
+        last_checkpoint=root / f"epoch_{len(history) - 1:03d}",
+    )
+

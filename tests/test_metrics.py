@@ -1,0 +1,100 @@
+"""Depth metrics against values computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from depthtune.data.transforms import eval_region
+from depthtune.metrics import EIGEN_CROP, EvalProtocol, MetricAccumulator, per_image_metrics, to_frame, valid_mask
+
+NO_CROP = EvalProtocol(crop="none")
+
+
+def test_hand_computed_values():
+    pred = torch.tensor([[1.0, 2.0, 4.0, 5.0]])
+    gt = torch.tensor([[2.0, 2.0, 2.0, 0.0]])  # the last pixel is invalid
+    m = {k: float(v[0]) for k, v in per_image_metrics(pred, gt, NO_CROP).items()}
+    assert m["abs_rel"] == pytest.approx((0.5 + 0 + 1.0) / 3)
+    assert m["sq_rel"] == pytest.approx((1 / 2 + 0 + 4 / 2) / 3)
+    assert m["rmse"] == pytest.approx(math.sqrt((1 + 0 + 4) / 3))
+    ln2 = math.log(2)
+    assert m["rmse_log"] == pytest.approx(math.sqrt((ln2**2 + 0 + ln2**2) / 3))
+    assert m["log10"] == pytest.approx(2 * math.log10(2) / 3)
+    # ratios max(p/g, g/p): 2, 1, 2 and 2 > 1.25^3 = 1.953
+    assert m["delta1"] == m["delta2"] == m["delta3"] == pytest.approx(1 / 3)
+    # log differences: -ln2, 0, ln2 -> mean 0, variance 2/3 ln2^2
+    assert m["si_log"] == pytest.approx(math.sqrt(2 / 3) * ln2)
+
+
+def test_delta_thresholds():
+    gt = torch.full((1, 3), 2.0)
+    pred = torch.tensor([[2.4, 3.0, 1.1]])  # ratios 1.2, 1.5, 1.82
+    m = per_image_metrics(pred, gt, NO_CROP)
+    assert [float(m[k][0]) for k in ("delta1", "delta2", "delta3")] == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_predictions_are_clamped_to_the_depth_cap():
+    pred = torch.tensor([[30.0, 0.0]])
+    gt = torch.tensor([[10.0, 1.0]])
+    m = per_image_metrics(pred, gt, NO_CROP)
+    # 30 -> 10 (exact), 0 -> 1e-3 -> abs rel 0.999
+    assert float(m["abs_rel"][0]) == pytest.approx((0 + 0.999) / 2)
+
+
+def test_ground_truth_beyond_cap_or_nan_is_ignored():
+    pred = torch.tensor([[2.0, 2.0, 2.0]])
+    gt = torch.tensor([[2.0, 12.0, float("nan")]])
+    assert float(per_image_metrics(pred, gt, NO_CROP)["abs_rel"][0]) == 0.0
+
+
+def test_eigen_crop_mask():
+    gt = torch.ones(1, 480, 640)
+    mask = valid_mask(gt, EvalProtocol())
+    assert int(mask.sum()) == (471 - 45) * (601 - 41)
+    assert bool(mask[0, 45, 41]) and not bool(mask[0, 44, 41]) and not bool(mask[0, 471, 100])
+    errors = torch.full((1, 480, 640), 5.0)
+    errors[0, EIGEN_CROP[0], EIGEN_CROP[1]] = 1.0
+    assert float(per_image_metrics(errors, gt, EvalProtocol())["abs_rel"][0]) == 0.0
+
+
+def test_eigen_crop_requires_full_frame():
+    with pytest.raises(ValueError, match="480, 640"):
+        valid_mask(torch.ones(1, 10, 10), EvalProtocol())
+
+
+def test_to_frame_places_prediction_on_the_input_region():
+    top, bottom, left, right = eval_region()
+    assert (top, bottom, left, right) == (12, 468, 16, 624)
+    pred = torch.arange(4.0).view(1, 1, 2, 2) + 1.0
+    frame = to_frame(pred)
+    assert frame.shape == (1, 480, 640)
+    assert float(frame[0, 0, 0]) == 1.0 and float(frame[0, -1, -1]) == 4.0
+    assert float(frame[0, top + 10, left + 10]) == 1.0 and float(frame[0, bottom - 10, right - 10]) == 4.0
+
+
+def test_accumulator_averages_per_image_and_skips_empty_images():
+    acc = MetricAccumulator(NO_CROP)
+    gt = torch.tensor([[2.0, 2.0], [1.0, 0.0], [0.0, 0.0]])
+    pred = torch.tensor([[1.0, 1.0], [1.0, 7.0], [3.0, 3.0]])
+    acc.update(pred, gt)
+    assert acc.count == 2
+    assert acc.compute()["abs_rel"] == pytest.approx((0.5 + 0.0) / 2)
+    with pytest.raises(ValueError, match="no image"):
+        MetricAccumulator(NO_CROP).compute()
+
+
+def test_perfect_prediction():
+    rng = np.random.default_rng(0)
+    gt = torch.tensor(rng.uniform(0.7, 10, size=(2, 480, 640)))
+    m = per_image_metrics(gt.clone(), gt, EvalProtocol())
+    assert all(float(m[k].max()) == pytest.approx(0.0, abs=1e-12) for k in ("abs_rel", "rmse", "rmse_log", "si_log"))
+    assert float(m["delta1"].min()) == 1.0
+
+
+def test_protocol_validation():
+    with pytest.raises(ValueError, match="crop"):
+        EvalProtocol(crop="garg")
+    with pytest.raises(ValueError, match="empty"):
+        EvalProtocol(min_depth=5, max_depth=1)

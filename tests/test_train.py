@@ -1,0 +1,110 @@
+"""The training loop: per-epoch reporting, exact resume, Net3 on a Net12 checkpoint, bad configs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint
+from depthtune.metrics import METRIC_NAMES
+from depthtune.train import TrainConfig, train
+
+from conftest import TINY
+
+
+def _config(model="net12", **overrides) -> TrainConfig:
+    values = dict(model=model, model_cfg=TINY.get(model, {}), epochs=2, batch_size=6, lr=0.01, step_size=1, gamma=0.5, seed=11)
+    values.update(overrides)
+    return TrainConfig.from_dict(values)
+
+
+def test_reports_every_epoch_with_all_metrics_and_a_checkpoint(tmp_path, synthetic_arrays):
+    reported = []
+    result = train(_config(), tmp_path / "ckpt", arrays=synthetic_arrays, on_epoch=lambda m, d: reported.append((m, d)))
+    assert [m["epoch"] for m, _ in reported] == [0.0, 1.0]
+    expected = {"train_loss", "val_loss", "lr", "epoch_seconds", "images_per_second"} | {f"val_{n}" for n in METRIC_NAMES}
+    for metrics, directory in reported:
+        assert expected <= set(metrics)
+        assert all(math.isfinite(v) for v in metrics.values())
+    assert reported[0][0]["lr"] == 0.01 and reported[1][0]["lr"] == 0.005  # StepLR(step 1, gamma 0.5)
+    assert (result.best_checkpoint / CHECKPOINT_FILE).is_file()
+    assert (result.last_checkpoint / CHECKPOINT_FILE).is_file()
+    state = load_checkpoint(result.last_checkpoint)
+    assert {"model", "optimizer", "scheduler", "epoch", "rng", "model_config"} <= set(state)
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, synthetic_arrays):
+    full = train(_config(epochs=3), tmp_path / "full", arrays=synthetic_arrays)
+    first = train(_config(epochs=1), tmp_path / "part", arrays=synthetic_arrays)
+    resumed = train(_config(epochs=3), tmp_path / "part", arrays=synthetic_arrays, resume_from=first.last_checkpoint)
+    a = load_checkpoint(full.last_checkpoint)["model"]
+    b = load_checkpoint(resumed.last_checkpoint)["model"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for x, y in zip(full.history, resumed.history):
+        assert {k: v for k, v in x.items() if k not in ("epoch_seconds", "images_per_second")} == {
+            k: v for k, v in y.items() if k not in ("epoch_seconds", "images_per_second")
+        }
+
+
+def test_net3_trains_on_a_frozen_net12_checkpoint(tmp_path, synthetic_arrays):
+    net12 = train(_config(epochs=1), tmp_path / "net12", arrays=synthetic_arrays)
+    net3 = train(
+        _config("net3", epochs=1, net12_checkpoint=str(net12.best_checkpoint)), tmp_path / "net3", arrays=synthetic_arrays
+    )
+    frozen = model_from_checkpoint(net12.best_checkpoint, expected="net12").state_dict()
+    refined = model_from_checkpoint(net3.best_checkpoint, expected="net3").state_dict()
+    assert all(torch.equal(frozen[k], refined[f"net12.{k}"]) for k in frozen)
+
+
+def test_net3_rejects_missing_or_wrong_checkpoint(tmp_path, synthetic_arrays):
+    with pytest.raises(ValueError, match="net12_checkpoint"):
+        _config("net3")
+    with pytest.raises(ValueError, match="does not exist"):
+        train(_config("net3", net12_checkpoint=str(tmp_path / "nope.pt")), tmp_path / "a", arrays=synthetic_arrays)
+    fcrn = train(_config("fcrn", epochs=1), tmp_path / "fcrn", arrays=synthetic_arrays)
+    with pytest.raises(ValueError, match="holds a 'fcrn' model; expected a 'net12'"):
+        train(_config("net3", net12_checkpoint=str(fcrn.best_checkpoint)), tmp_path / "b", arrays=synthetic_arrays)
+    not_a_checkpoint = tmp_path / "junk.pt"
+    not_a_checkpoint.write_text("hello")
+    with pytest.raises(ValueError, match="junk.pt"):
+        train(_config("net3", net12_checkpoint=str(not_a_checkpoint)), tmp_path / "c", arrays=synthetic_arrays)
+
+
+def test_net3_rejects_net12_of_another_architecture(tmp_path, synthetic_arrays):
+    net12 = train(_config(epochs=1), tmp_path / "net12", arrays=synthetic_arrays)
+    state = load_checkpoint(net12.best_checkpoint)
+    state["model_config"] = {**state["model_config"], "width": 0.25}
+    torch.save(state, tmp_path / "wrong.pt")
+    with pytest.raises(ValueError, match="does not fit net12"):
+        train(_config("net3", net12_checkpoint=str(tmp_path / "wrong.pt")), tmp_path / "d", arrays=synthetic_arrays)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"lr": 0.0}, "lr=0.0"),
+        ({"lr": -1e-3}, "lr=-0.001"),
+        ({"step_size": 0}, "step_size=0"),
+        ({"momentum": 1.5}, "momentum=1.5"),
+        ({"model": "unet"}, "model='unet'"),
+        ({"epochs": 0}, "epochs=0"),
+        ({"select_metric": "val_accuracy"}, "select_metric='val_accuracy'"),
+    ],
+)
+def test_bad_configs_name_the_value(overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        _config(**overrides)
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_resume_refuses_another_model(tmp_path, synthetic_arrays):
+    net12 = train(_config(epochs=1), tmp_path / "net12", arrays=synthetic_arrays)
+    with pytest.raises(ValueError, match="cannot resume a 'fcrn' run"):
+        train(_config("fcrn"), tmp_path / "f", arrays=synthetic_arrays, resume_from=net12.last_checkpoint)
