@@ -10,11 +10,12 @@ from depthtune.data import NYUArrays, Splits
 from depthtune.metrics import EvalProtocol, MetricAccumulator, valid_mask
 
 
-def _train_depths(arrays: NYUArrays, splits: Splits, protocol: EvalProtocol) -> np.ndarray:
+def _train_depths(arrays: NYUArrays, splits: Splits, protocol: EvalProtocol, stride: int = 16) -> np.ndarray:
+    """Every ``stride``-th valid training pixel: plenty for a mean and a median, 16x less sorting."""
     values = []
     for frame in splits.train:
         gt = torch.from_numpy(np.asarray(arrays.depths[frame], dtype=np.float32))
-        values.append(gt[valid_mask(gt, protocol)].numpy())
+        values.append(gt[valid_mask(gt, protocol)].numpy()[::stride])
     return np.concatenate(values).astype(np.float64)
 
 

@@ -1,5 +1,5 @@
 """The README's main job: data (synthetic unless a file is given) -> Net12 -> Net3 on that Net12
--> test-split table against constant-depth baselines, with every result under one run folder."""
+(-> FCRN) -> test-split table against constant-depth baselines, every result under one run folder."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from depthtune.baselines import constant_baselines
 from depthtune.config import from_dict
 from depthtune.data import generate_dataset, read_nyu
 from depthtune.metrics import METRIC_NAMES
+from depthtune.models import MODEL_NAMES
 from depthtune.profiles import model_config, resolve_profile
 from depthtune.runner import RunOutcome, run_training
 from depthtune.train import TrainConfig, data_splits
@@ -24,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DemoConfig:
-    """Settings of the demo; ``net12``/``net3`` hold training settings for each stage."""
+    """Settings of the demo; ``models`` lists the stages in order and ``net12``/``net3``/``fcrn``
+    hold each one's training settings."""
 
     data: str | None = None
     splits_file: str | None = None
@@ -34,12 +36,20 @@ class DemoConfig:
     profile: str = "auto"
     output_dir: str = "runs"
     workers: int = max(1, min(4, os.cpu_count() or 1))
+    models: list[str] = field(default_factory=lambda: ["net12", "net3", "fcrn"])
     net12: dict[str, Any] = field(default_factory=dict)
     net3: dict[str, Any] = field(default_factory=dict)
+    fcrn: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "demo config") -> "DemoConfig":
-        return from_dict(cls, values, where=where)
+        config = from_dict(cls, values, where=where)
+        unknown = [m for m in config.models if m not in MODEL_NAMES]
+        if unknown or len(set(config.models)) != len(config.models):
+            raise ValueError(f"{where}: models={config.models}; expected distinct names from {list(MODEL_NAMES)}")
+        if "net3" in config.models and "net12" not in config.models[: config.models.index("net3")]:
+            raise ValueError(f"{where}: models={config.models}; net3 refines a Net12, so net12 must come before it")
+        return config
 
 
 def ensure_data(config: DemoConfig) -> Path:
@@ -79,6 +89,9 @@ def results_table(rows: dict[str, dict[str, float]], reference: str) -> str:
     return "\n".join(lines)
 
 
+STAGE_LABELS = {"net12": "Net12", "net3": "Net3 (on Net12)", "fcrn": "FCRN"}
+
+
 def run_demo(config: DemoConfig) -> Path:
     """Run the whole demo; returns the run folder holding summary.md and each stage's results."""
     started = time.perf_counter()
@@ -86,33 +99,38 @@ def run_demo(config: DemoConfig) -> Path:
     data = ensure_data(config)
     arrays = read_nyu(data)
     run_dir = Path(config.output_dir) / time.strftime("demo-%Y%m%d-%H%M%S")
-    net12_config = _stage_config(config, "net12", profile, data, config.net12)
-    net3_overrides = {**config.net3, "net12_checkpoint": str(run_dir / "net12" / "best")}
-    net3_config = _stage_config(config, "net3", profile, data, net3_overrides)
+    stage_configs = {}
+    for model in config.models:
+        overrides = dict(getattr(config, model))
+        if model == "net3":
+            overrides["net12_checkpoint"] = str(run_dir / "net12" / "best")
+        stage_configs[model] = _stage_config(config, model, profile, data, overrides)
+    splits = data_splits(stage_configs[config.models[0]], len(arrays))
 
-    baselines = constant_baselines(arrays, data_splits(net12_config, len(arrays)))
-    logger.info("training Net12 (%s profile) -> %s", profile, run_dir / "net12")
-    net12 = run_training(net12_config, run_dir / "net12", arrays=arrays)
-    _link_best(net12)
-    logger.info("training Net3 on that Net12 -> %s", run_dir / "net3")
-    net3 = run_training(net3_config, run_dir / "net3", arrays=arrays)
-    _link_best(net3)
+    rows = constant_baselines(arrays, splits)
+    outcomes: dict[str, RunOutcome] = {}
+    for model, stage in stage_configs.items():
+        logger.info("training %s (%s profile) -> %s", STAGE_LABELS[model], profile, run_dir / model)
+        outcomes[model] = run_training(stage, run_dir / model, arrays=arrays)
+        _link_best(outcomes[model])
+        rows[STAGE_LABELS[model]] = outcomes[model].test_metrics
 
-    rows = {**baselines, "Net12": net12.test_metrics, "Net3 (on Net12)": net3.test_metrics}
     table = results_table(rows, reference="train mean depth")
     summary = {
         "data": str(data),
         "profile": profile,
-        "test_frames": int(len(data_splits(net12_config, len(arrays)).test)),
+        "test_frames": int(len(splits.test)),
         "seconds": time.perf_counter() - started,
         "test_metrics": rows,
-        "checkpoints": {"net12": str(net12.result.best_checkpoint), "net3": str(net3.result.best_checkpoint)},
-        "configs": {"net12": asdict(net12_config), "net3": asdict(net3_config)},
+        "checkpoints": {model: str(o.result.best_checkpoint) for model, o in outcomes.items()},
+        "configs": {model: asdict(stage) for model, stage in stage_configs.items()},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (run_dir / "summary.md").write_text(f"# depthtune demo ({profile} profile, data {data})\n\n{table}\n")
     logger.info("test split (%d frames), Eigen crop, depth cap 10 m:\n%s", summary["test_frames"], table)
-    logger.info("done in %.0f s. Results: %s (summary.md, net12/, net3/)", summary["seconds"], run_dir)
+    logger.info(
+        "done in %.0f s. Results: %s (summary.md, %s)", summary["seconds"], run_dir, ", ".join(f"{m}/" for m in outcomes)
+    )
     return run_dir
 
 

@@ -12,7 +12,7 @@ import pytest
 import scipy.io
 
 from depthtune.data.nyu import NYUArrays, NYUFormatError, read_nyu
-from depthtune.data.synth import write_nyu_file
+from depthtune.data.nyu_writer import write_nyu_file
 
 H, W = 480, 640
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from depthtune.data.nyu import read_nyu
-from depthtune.data.synth import (CLASS_NAMES, FRAME_SHAPE, MAX_DEPTH, MIN_DEPTH, generate_dataset,
-                                  render_scene, write_nyu_file)
+from depthtune.data.nyu_writer import CLASS_NAMES, FRAME_SHAPE, write_nyu_file
+from depthtune.data.synth import MAX_DEPTH, MIN_DEPTH, generate_dataset, render_scene
 
 
 def _text(h5: h5py.File, ref) -> str:

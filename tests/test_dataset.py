@@ -1,0 +1,63 @@
+"""The NYUDepthV2 Dataset: resolutions per model, split handling, and reproducible augmentation."""
+
+import pytest
+import torch
+
+from depthtune.data import NYUDepthV2, make_splits
+
+from conftest import TINY
+
+
+@pytest.mark.parametrize(
+    "model, cfg, input_size, output_size",
+    [
+        ("net12", {}, (228, 304), (55, 74)),
+        ("net3", {}, (228, 304), (109, 147)),
+        ("fcrn", {}, (228, 304), (128, 160)),
+        ("net12", TINY["net12"], (64, 80), None),
+    ],
+)
+def test_yields_the_resolution_the_model_needs(synthetic_file, model, cfg, input_size, output_size):
+    dataset = NYUDepthV2(synthetic_file, "val", model, train=False, model_cfg=cfg)
+    image, target, mask = dataset[0]
+    assert image.shape == (3, *input_size) and image.dtype == torch.float32
+    assert target.shape == mask.shape and mask.dtype == torch.bool
+    if output_size is not None:
+        assert target.shape == (1, *output_size)
+    assert float(target[mask].min()) >= 0.7 / 1.5
+
+
+def test_split_sizes_and_disjointness(synthetic_arrays):
+    sizes = {s: len(NYUDepthV2(synthetic_arrays, s, "net12", False, model_cfg=TINY["net12"])) for s in ("train", "val", "test")}
+    assert sizes == {"train": 16, "val": 2, "test": 2}
+
+
+def test_full_depth_for_metrics(synthetic_arrays):
+    dataset = NYUDepthV2(synthetic_arrays, "test", "fcrn", False, model_cfg=TINY["fcrn"], full_depth=True)
+    *_, full = dataset[1]
+    frame = int(make_splits(len(synthetic_arrays)).test[1])
+    assert torch.equal(full, torch.from_numpy(synthetic_arrays.depths[frame]))
+
+
+def test_training_samples_depend_on_seed_epoch_and_frame_only(synthetic_arrays):
+    a = NYUDepthV2(synthetic_arrays, "train", "net12", True, model_cfg=TINY["net12"], seed=5)
+    b = NYUDepthV2(synthetic_arrays, "train", "net12", True, model_cfg=TINY["net12"], seed=5)
+    assert all(torch.equal(x, y) for x, y in zip(a[3], b[3]))
+    b.set_epoch(1)
+    assert not torch.equal(a[3][0], b[3][0])
+
+
+def test_unknown_split_and_model_are_named(synthetic_arrays):
+    with pytest.raises(ValueError, match="'validation'"):
+        NYUDepthV2(synthetic_arrays, "validation", "net12", False)
+    with pytest.raises(ValueError, match="'unet'"):
+        NYUDepthV2(synthetic_arrays, "train", "unet", False)
+
+
+def test_split_larger_than_the_data_is_an_error(synthetic_arrays, tmp_path):
+    from scipy.io import savemat
+
+    splits_file = tmp_path / "splits.mat"
+    savemat(splits_file, {"trainNdxs": [[1], [2], [3], [40]], "testNdxs": [[5], [6]]})
+    with pytest.raises(ValueError, match="40"):
+        make_splits(len(synthetic_arrays), splits_file=splits_file)
