@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from depthtune.data import NYUArrays, Splits
-from depthtune.metrics import EvalProtocol, MetricAccumulator, valid_mask
+from depthtune.metrics import EIGEN_PROTOCOL, EvalProtocol, MetricAccumulator, valid_mask
 
 
 def _train_depths(arrays: NYUArrays, splits: Splits, protocol: EvalProtocol, stride: int = 16) -> np.ndarray:
@@ -28,7 +28,7 @@ def best_abs_rel_constant(depths: np.ndarray) -> float:
 
 
 def constant_baselines(
-    arrays: NYUArrays, splits: Splits, split: str = "test", protocol: EvalProtocol = EvalProtocol()
+    arrays: NYUArrays, splits: Splits, split: str = "test", protocol: EvalProtocol = EIGEN_PROTOCOL
 ) -> dict[str, dict[str, float]]:
     """Metrics on ``split`` of predicting one constant depth everywhere, constants fit on train."""
     depths = _train_depths(arrays, splits, protocol)

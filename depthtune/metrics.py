@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from depthtune.data.transforms import FRAME_SHAPE, eval_region
+from depthtune.models.geometry import FULL_REGION, Region, region_theta
 
 METRIC_NAMES: tuple[str, ...] = (
     "abs_rel",
@@ -50,13 +51,30 @@ class EvalProtocol:
         return asdict(self)
 
 
-def to_frame(pred_depth: torch.Tensor, frame_shape: tuple[int, int] = FRAME_SHAPE) -> torch.Tensor:
-    """Place (B,1,h,w) predictions on the full frame: bilinear resize onto the region the
-    evaluation input saw, edges replicated to the frame border. Returns (B,H,W)."""
+EIGEN_PROTOCOL = EvalProtocol()
+
+
+def to_frame(
+    pred_depth: torch.Tensor, frame_shape: tuple[int, int] = FRAME_SHAPE, output_region: Region = FULL_REGION
+) -> torch.Tensor:
+    """Place (B,1,h,w) predictions on the full frame: bilinear resampling onto the part of the frame
+    the output cells saw (``output_region`` of the evaluation input), edges replicated to the frame
+    border. Returns (B,H,W)."""
     top, bottom, left, right = eval_region(frame_shape)
-    resized = F.interpolate(pred_depth.float(), size=(bottom - top, right - left), mode="bilinear", align_corners=False)
-    padded = F.pad(resized, (left, frame_shape[1] - right, top, frame_shape[0] - bottom), mode="replicate")
-    return padded[:, 0]
+    height, width = frame_shape
+    input_on_frame = (top / height, left / width, bottom / height, right / width)
+    r = output_region
+    span_h, span_w = input_on_frame[2] - input_on_frame[0], input_on_frame[3] - input_on_frame[1]
+    output_on_frame = (
+        input_on_frame[0] + r[0] * span_h,
+        input_on_frame[1] + r[1] * span_w,
+        input_on_frame[0] + r[2] * span_h,
+        input_on_frame[1] + r[3] * span_w,
+    )
+    pred = pred_depth.float()
+    theta = region_theta(FULL_REGION, output_on_frame).to(pred.device).expand(pred.shape[0], 2, 3)
+    grid = F.affine_grid(theta, [pred.shape[0], 1, height, width], align_corners=False)
+    return F.grid_sample(pred, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0]
 
 
 def valid_mask(gt: torch.Tensor, protocol: EvalProtocol) -> torch.Tensor:

@@ -12,7 +12,7 @@ import yaml
 
 from depthtune.checkpoints import model_from_checkpoint
 from depthtune.data import NYUArrays, read_nyu
-from depthtune.metrics import EvalProtocol
+from depthtune.metrics import EIGEN_PROTOCOL, EvalProtocol
 from depthtune.train import TrainConfig, TrainResult, data_splits, evaluate, evaluation_loader, pick_device, train
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class RunOutcome:
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path, config: TrainConfig, arrays: NYUArrays, split: str = "test", protocol: EvalProtocol = EvalProtocol()
+    checkpoint: str | Path, config: TrainConfig, arrays: NYUArrays, split: str = "test", protocol: EvalProtocol = EIGEN_PROTOCOL
 ) -> dict[str, float]:
     """Every depth metric of a checkpoint on one split of ``arrays`` under ``protocol``."""
     model = model_from_checkpoint(checkpoint, expected=config.model)
@@ -42,16 +42,20 @@ def evaluate_checkpoint(
 def run_training(
     config: TrainConfig, run_dir: str | Path, *, arrays: NYUArrays | None = None, resume_from: str | Path | None = None
 ) -> RunOutcome:
-    """Train, logging each epoch to ``run_dir/metrics.jsonl``, then test the best checkpoint."""
+    """Train, logging each epoch to ``run_dir/metrics.jsonl``, then test the best checkpoint.
+
+    The run directory appears with the first finished epoch, so bad input leaves nothing behind.
+    """
     config.validate()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.as_dict(), sort_keys=False))
     if arrays is None:
         arrays = read_nyu(config.data)
+    run_dir = Path(run_dir)
     metrics_file = run_dir / "metrics.jsonl"
 
     def record(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+        config_file = run_dir / "config.yaml"
+        if not config_file.exists():
+            config_file.write_text(yaml.safe_dump(config.as_dict(), sort_keys=False))
         with metrics_file.open("a") as out:
             out.write(json.dumps({**metrics, "checkpoint": str(checkpoint_dir)}) + "\n")
 

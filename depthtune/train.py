@@ -22,7 +22,7 @@ from depthtune.checkpoints import CheckpointError, load_checkpoint, model_from_c
 from depthtune.config import from_dict
 from depthtune.data import NYUArrays, NYUDepthV2, Splits, make_splits, read_nyu
 from depthtune.losses import LossFn, loss_for_model
-from depthtune.metrics import METRIC_NAMES, EvalProtocol, MetricAccumulator, to_frame
+from depthtune.metrics import EIGEN_PROTOCOL, METRIC_NAMES, EvalProtocol, MetricAccumulator, to_frame
 from depthtune.models import MODEL_NAMES, build
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def evaluate(
     device: torch.device,
     *,
     loss_fn: LossFn | None = None,
-    protocol: EvalProtocol = EvalProtocol(),
+    protocol: EvalProtocol = EIGEN_PROTOCOL,
     bf16: bool = True,
 ) -> dict[str, float]:
     """Loss (when given) and every depth metric of ``model`` over an evaluation loader."""
@@ -188,7 +188,7 @@ def evaluate(
         if loss_fn is not None:
             loss_total += float(loss_fn(pred_log, target, mask)) * image.shape[0]
             seen += image.shape[0]
-        accumulator.update(to_frame(torch.exp(pred_log)).cpu(), full_depth)
+        accumulator.update(to_frame(torch.exp(pred_log), output_region=model.output_region).cpu(), full_depth)
     metrics = accumulator.compute()
     if loss_fn is not None:
         metrics["loss"] = loss_total / seen

@@ -57,6 +57,7 @@ def test_bad_input_is_one_clear_line(tmp_path, synthetic_file, args, message):
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unknown_model_is_rejected_by_the_parser(tmp_path):

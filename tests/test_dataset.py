@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from depthtune.data import NYUDepthV2, make_splits
-
 from conftest import TINY
+from depthtune.data import NYUDepthV2, make_splits
 
 
 @pytest.mark.parametrize(

@@ -98,3 +98,13 @@ def test_protocol_validation():
         EvalProtocol(crop="garg")
     with pytest.raises(ValueError, match="empty"):
         EvalProtocol(min_depth=5, max_depth=1)
+
+
+def test_to_frame_honours_the_output_region():
+    pred = torch.tensor([[[[1.0, 2.0]]]])  # two cells side by side
+    frame = to_frame(pred, output_region=(0.0, 0.25, 1.0, 0.75))
+    # the input covers columns 16..624; the output its middle half, 168..472, one cell each side of 320
+    assert float(frame[0, 240, 160]) == 1.0 and float(frame[0, 240, 480]) == 2.0
+    assert float(frame[0, 240, 243]) == pytest.approx(1.0, abs=0.02)
+    assert float(frame[0, 240, 319]) == pytest.approx(1.5, abs=0.01)
+    assert float(frame[0, 240, 396]) == pytest.approx(2.0, abs=0.02)

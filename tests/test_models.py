@@ -6,12 +6,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-from depthtune.models import MODEL_NAMES, FCRN, Net3, Net12, build, output_size
+from depthtune.models import FCRN, MODEL_NAMES, Net3, Net12, build, output_size
 from depthtune.models.fcrn import ResNetEncoder, load_encoder_weights
+from depthtune.models.geometry import chain_span
 
 PAPER_INPUT = (228, 304)
 PAPER_OUTPUT = {"net12": (55, 74), "net3": (109, 147), "fcrn": (128, 160)}
@@ -195,14 +197,44 @@ def net3() -> Net3:
     return Net3(width=0.25, net12_config={"input_size": list(SMALL), "width": 0.25})
 
 
-def test_net3_untrained_equals_upsampled_net12(net3: Net3) -> None:
+def _resample_axis(values: np.ndarray, src: tuple[float, float], dst: tuple[float, float], n: int) -> np.ndarray:
+    """Linear interpolation (edges clamped) of cells spanning ``src`` at the centres of n cells on ``dst``."""
+    centres = dst[0] + (np.arange(n) + 0.5) * (dst[1] - dst[0]) / n
+    index = (centres - src[0]) / ((src[1] - src[0]) / values.shape[-1]) - 0.5
+    return np.stack([np.interp(index, np.arange(values.shape[-1]), row) for row in values.reshape(-1, values.shape[-1])]).reshape(*values.shape[:-1], n)
+
+
+def test_net3_untrained_equals_net12_resampled_onto_its_grid(net3: Net3) -> None:
     net3.train()
     x = torch.randn(2, 3, *SMALL)
     out = net3(x)
     with torch.no_grad():
-        coarse = net3.net12(x)
-    expected = F.interpolate(coarse, size=out.shape[-2:], mode="bilinear", align_corners=False)
-    torch.testing.assert_close(out, expected)
+        coarse = net3.net12(x).double().numpy()
+    t12, l12, b12, r12 = net3.net12.output_region
+    t3, l3, b3, r3 = net3.output_region
+    along_x = _resample_axis(coarse, (l12, r12), (l3, r3), out.shape[-1])
+    both = _resample_axis(along_x.swapaxes(-1, -2), (t12, b12), (t3, b3), out.shape[-2]).swapaxes(-1, -2)
+    torch.testing.assert_close(out.double(), torch.from_numpy(both), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layers", [((9, 2, 0), (2, 2, 0)), ((9, 2, 0), (2, 1, 0)), ((3, 1, 1), (3, 2, 1))])
+def test_output_region_is_where_output_cells_look(layers) -> None:
+    """Brute force: the centre of the input pixels that reach an output cell."""
+    size = 57
+    x = torch.zeros(1, 1, 1, size, requires_grad=True)
+    net = nn.Sequential(*[nn.Conv2d(1, 1, (1, k), stride=(1, s), padding=(0, p), bias=False) for k, s, p in layers])
+    for conv in net:
+        nn.init.ones_(conv.weight)
+    out = net(x)
+    start, end = chain_span(layers, size)
+    step = (end - start) * size / out.shape[-1]
+    cells = (0, out.shape[-1] - 1) if all(p == 0 for _, _, p in layers) else (out.shape[-1] // 2,)  # padding clips borders
+    for cell in cells:
+        (grad,) = torch.autograd.grad(out[0, 0, 0, cell], x, retain_graph=True)
+        hit = torch.nonzero(grad[0, 0, 0]).flatten()
+        weights = grad[0, 0, 0, hit]
+        centroid = float((weights * (hit + 0.5)).sum() / weights.sum())
+        assert start * size + step * (cell + 0.5) == pytest.approx(centroid)
 
 
 def test_net3_keeps_net12_frozen_and_in_eval(net3: Net3) -> None:

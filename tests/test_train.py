@@ -7,11 +7,10 @@ import math
 import pytest
 import torch
 
+from conftest import TINY
 from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint
 from depthtune.metrics import METRIC_NAMES
 from depthtune.train import TrainConfig, train
-
-from conftest import TINY
 
 
 def _config(model="net12", **overrides) -> TrainConfig:
@@ -26,6 +25,7 @@ def test_reports_every_epoch_with_all_metrics_and_a_checkpoint(tmp_path, synthet
     assert [m["epoch"] for m, _ in reported] == [0.0, 1.0]
     expected = {"train_loss", "val_loss", "lr", "epoch_seconds", "images_per_second"} | {f"val_{n}" for n in METRIC_NAMES}
     for metrics, directory in reported:
+        assert (directory / CHECKPOINT_FILE).is_file() or int(metrics["epoch"]) != result.best_epoch
         assert expected <= set(metrics)
         assert all(math.isfinite(v) for v in metrics.values())
     assert reported[0][0]["lr"] == 0.01 and reported[1][0]["lr"] == 0.005  # StepLR(step 1, gamma 0.5)

@@ -79,3 +79,14 @@ def test_training_transform_needs_a_generator():
 def test_bad_augmentation_ranges(bad):
     with pytest.raises(ValueError):
         Augmentation(**bad)
+
+
+def test_target_is_sampled_on_the_output_region():
+    depth = np.tile(np.arange(640, dtype=np.float32) + 1.0, (480, 1))
+    image = np.zeros((*FRAME, 3), np.uint8)
+    full = DepthTransform((228, 304), (10, 10))(image, depth)[1]
+    inner = DepthTransform((228, 304), (10, 8), output_region=(0.0, 0.1, 1.0, 0.9))(image, depth)[1]
+    # The input sees frame columns 16..624 (608 px); 80% of it in 8 cells of 60.8 px from column 76.8.
+    assert float(inner[0, 0, 0]) == pytest.approx(16 + 0.1 * 608 + 30.4, abs=1.0)
+    assert float(inner[0, 0, -1]) == pytest.approx(16 + 0.9 * 608 - 30.4, abs=1.0)
+    assert float(full[0, 0, 0]) == pytest.approx(16 + 30.4, abs=1.0)

@@ -1,9 +1,9 @@
 """NYU Depth v2 data: the labelled-file reader, splits, the synthetic twin and the Dataset."""
 
+from depthtune.data.dataset import NYUDepthV2
 from depthtune.data.nyu import NYUArrays, NYUFormatError, read_nyu
 from depthtune.data.splits import Splits, make_splits
 from depthtune.data.synth import generate_dataset
-from depthtune.data.dataset import NYUDepthV2
 
 __all__ = [
     "NYUArrays",

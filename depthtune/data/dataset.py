@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from depthtune.data.nyu import NYUArrays, read_nyu
 from depthtune.data.splits import Splits, make_splits
 from depthtune.data.transforms import Augmentation, DepthTransform
-from depthtune.models import io_sizes
+from depthtune.models import geometry
 
 
 class NYUDepthV2(Dataset):
@@ -46,9 +46,14 @@ class NYUDepthV2(Dataset):
                 f"split {split!r} ({self.splits.source}) refers to frame {int(self.indices.max())} "
                 f"but {self.arrays.source} holds {len(self.arrays)} frames"
             )
-        input_size, output_size = io_sizes(model_name, **(model_cfg or {}))
+        shape = geometry(model_name, **(model_cfg or {}))
         self.train = train
-        self.transform = DepthTransform(input_size, output_size, (augmentation or Augmentation()) if train else None)
+        self.transform = DepthTransform(
+            shape.input_size,
+            shape.output_size,
+            (augmentation or Augmentation()) if train else None,
+            output_region=shape.output_region,
+        )
         self.seed = seed
         self.epoch = 0
         self.full_depth = full_depth

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from depthtune.models.geometry import FULL_REGION, Region, region_theta
+
 FRAME_SHAPE: tuple[int, int] = (480, 640)
 CROP_FRACTION = 0.95
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -65,18 +67,28 @@ def _affine(scale: float, angle_rad: float, shift: tuple[float, float], flip: bo
     return torch.from_numpy(theta).float()[None]
 
 
+def compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """The 2x3 affine applying ``inner`` first, then ``outer``."""
+    return torch.cat([outer[:, :2] @ inner[:, :2], outer[:, :2] @ inner[:, 2:] + outer[:, 2:]], dim=1)
+
+
 class DepthTransform:
-    """(frame image uint8 HxWx3, frame depth HxW) -> (input 3xhxw, target 1xh'xw', mask 1xh'xw')."""
+    """(frame image uint8 HxWx3, frame depth HxW) -> (input 3xhxw, target 1xh'xw', mask 1xh'xw').
+
+    The target is sampled on ``output_region`` of the input (where the model's output cells look).
+    """
 
     def __init__(
         self,
         input_size: tuple[int, int],
         output_size: tuple[int, int],
         augmentation: Augmentation | None = None,
+        output_region: Region = FULL_REGION,
     ) -> None:
         self.input_size = tuple(input_size)
         self.output_size = tuple(output_size)
         self.augmentation = augmentation
+        self._output_to_input = region_theta(output_region, FULL_REGION)
         self._base_size = (round(input_size[0] / CROP_FRACTION), round(input_size[1] / CROP_FRACTION))
 
     def _theta(self, rng: np.random.Generator | None, frame: tuple[int, int]) -> tuple[torch.Tensor, float, np.ndarray]:
@@ -105,7 +117,8 @@ class DepthTransform:
         rgb = (rgb * torch.from_numpy(gains).float().view(3, 1, 1)).clamp(0.0, 255.0)
 
         depth_t = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None, None]
-        depth_grid = F.affine_grid(theta, [1, 1, *self.output_size], align_corners=False)
+        depth_theta = compose(theta[0], self._output_to_input)[None]
+        depth_grid = F.affine_grid(depth_theta, [1, 1, *self.output_size], align_corners=False)
         target = F.grid_sample(depth_t, depth_grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
         mask = torch.isfinite(target) & (target > 0)
         target = torch.where(mask, target / scale, torch.zeros_like(target))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -9,11 +10,12 @@ from torch import nn
 
 from .eigen import Net3, Net12, check_config_keys
 from .fcrn import FCRN
+from .geometry import Region
 
 MODEL_NAMES: tuple[str, ...] = ("net12", "net3", "fcrn")
 _CONSTRUCTORS: dict[str, type[nn.Module]] = {"net12": Net12, "net3": Net3, "fcrn": FCRN}
 
-__all__ = ["FCRN", "MODEL_NAMES", "Net3", "Net12", "build", "io_sizes", "output_size"]
+__all__ = ["FCRN", "MODEL_NAMES", "Net3", "Net12", "Geometry", "build", "geometry", "output_size"]
 
 
 def _constructor(name: str) -> type[nn.Module]:
@@ -30,13 +32,22 @@ def build(name: str, **cfg: Any) -> nn.Module:
     return cls(**cfg)
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Input size, output size, and the region of the input the output grid covers."""
+
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    output_region: Region
+
+
 def output_size(name: str, **cfg: Any) -> tuple[int, int]:
     """Return the (h, w) of model `name`'s output for config `cfg`."""
-    return io_sizes(name, **cfg)[1]
+    return geometry(name, **cfg).output_size
 
 
-def io_sizes(name: str, **cfg: Any) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((H, W) input, (h, w) output) of model `name` for config `cfg`, by a forward pass on the meta device."""
+def geometry(name: str, **cfg: Any) -> Geometry:
+    """Geometry of model `name` for config `cfg`, by a forward pass on the meta device."""
     cls = _constructor(name)
     check_config_keys(name, cfg, cls)
     cfg = dict(cfg)
@@ -52,4 +63,4 @@ def io_sizes(name: str, **cfg: Any) -> tuple[tuple[int, int], tuple[int, int]]:
         h, w = model.input_size
         with torch.no_grad():
             out = model(torch.empty(1, 3, h, w))
-    return (int(h), int(w)), (int(out.shape[-2]), int(out.shape[-1]))
+    return Geometry((int(h), int(w)), (int(out.shape[-2]), int(out.shape[-1])), model.output_region)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .geometry import chain_region, region_theta
+
 DEFAULT_INPUT_SIZE: tuple[int, int] = (228, 304)
 DEFAULT_INIT_DEPTH: float = 2.5
 VGG16_STAGES: tuple[tuple[int, ...], ...] = (
@@ -22,6 +24,8 @@ VGG16_STAGES: tuple[tuple[int, ...], ...] = (
     (512, 512, 512),
 )
 NET12_MIN_SIDE = 32  # the VGG stack halves the input five times
+SCALE2_LAYERS = ((9, 2, 0), (2, 2, 0))  # conv 9x9 stride 2, max-pool 2x2: the grid of Net12's output
+SCALE3_LAYERS = ((9, 2, 0), (2, 1, 0))  # conv 9x9 stride 2, max-pool 2x2 stride 1: Net3's grid
 
 
 def scaled(n: int, width: float) -> int:
@@ -101,7 +105,9 @@ def check_image_batch(model: str, x: torch.Tensor, input_size: tuple[int, int]) 
 class Net12(nn.Module):
     """Scales 1+2 of Eigen & Fergus (2015): VGG-16 coarse net + scale-2 conv net, image -> log-depth.
 
-    Output is log-depth (metres = exp(output)) at about 1/4 of the input (1x55x74 for 3x228x304).
+    Output is log-depth (metres = exp(output)) at about 1/4 of the input (1x55x74 for 3x228x304),
+    on the grid of the unpadded scale-2 convolution: ``output_region`` says which part of the input
+    it covers, so targets are sampled and predictions placed where each cell looks.
     `batch_norm=True` (the default) adds BatchNorm after every hidden conv, which the paper did not
     have: deep plain conv stacks trained from scratch with SGD learn slowly without it (DESIGN.md
     field notes: plain SGD underfit on CPU).
@@ -135,6 +141,7 @@ class Net12(nn.Module):
         scale2_channels = scaled(96, width)
         hidden = scaled(64, width)
         self.scale2 = nn.Sequential(*conv_block(3, scale2_channels, 9, self.batch_norm, stride=2), nn.MaxPool2d(2))
+        self.output_region = chain_region(SCALE2_LAYERS, self.input_size)
         self.fuse = nn.Sequential(
             *conv_block(scale2_channels + coarse_channels, hidden, 5, self.batch_norm, padding=2),
             *conv_block(hidden, hidden, 5, self.batch_norm, padding=2),
@@ -164,7 +171,7 @@ class Net12(nn.Module):
 class Net3(nn.Module):
     """Scale 3 of Eigen & Fergus (2015): refines a frozen Net12's log-depth to about 1/2 input resolution.
 
-    Output = Net12 log-depth upsampled bilinearly (1x109x147 for 3x228x304) + a learned residual
+    Output = Net12 log-depth resampled onto Net3's grid (1x109x147 for 3x228x304) + a learned residual
     whose last conv starts at zero, so an untrained Net3 reproduces its Net12 exactly and training
     can only refine it: refinement nets trained from scratch on CPU did not beat the coarse net
     (DESIGN.md, field notes). The Net12 is frozen (`requires_grad_(False)` on the instance given),
@@ -197,6 +204,7 @@ class Net3(nn.Module):
         self.net12 = net12.requires_grad_(False).eval()
         hidden = scaled(64, width)
         self.scale3 = nn.Sequential(*conv_block(3, hidden, 9, self.batch_norm, stride=2), nn.MaxPool2d(2, stride=1))
+        self.output_region = chain_region(SCALE3_LAYERS, self.input_size)
         self.refine = nn.Sequential(
             *conv_block(hidden + 1, hidden, 5, self.batch_norm, padding=2),
             *conv_block(hidden, hidden, 5, self.batch_norm, padding=2),
@@ -231,5 +239,7 @@ class Net3(nn.Module):
         with torch.no_grad():
             coarse = self.net12(x)
         feats = self.scale3(x)
-        coarse = F.interpolate(coarse, size=feats.shape[-2:], mode="bilinear", align_corners=False)
+        theta = region_theta(self.output_region, self.net12.output_region).to(x.device).expand(x.shape[0], 2, 3)
+        grid = F.affine_grid(theta, [x.shape[0], 1, *feats.shape[-2:]], align_corners=False)
+        coarse = F.grid_sample(coarse, grid.to(coarse.dtype), mode="bilinear", padding_mode="border", align_corners=False)
         return coarse + self.refine(torch.cat([feats, coarse], dim=1))

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .eigen import DEFAULT_INIT_DEPTH, DEFAULT_INPUT_SIZE, check_input_size, check_positive, scaled
+from .geometry import FULL_REGION
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class FCRN(nn.Module):
     ) -> None:
         super().__init__()
         self.input_size = check_input_size(self.name, input_size, FCRN_MIN_SIDE)
+        self.output_region = FULL_REGION  # padded convolutions: the output spans the whole input
         self.width = check_positive(self.name, "width", width)
         self.blocks = check_blocks(self.name, blocks)
         self.init_depth = check_positive(self.name, "init_depth", init_depth)
