@@ -1,0 +1,57 @@
+"""Search-space validation: every bad range is an error naming the parameter and the value."""
+
+import copy
+
+import optuna
+import pytest
+
+from depthtune.search_space import optuna_space, parse_search_space
+
+GOOD = {
+    "lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
+    "momentum": {"type": "uniform", "low": 0.5, "high": 0.95},
+    "step_size": {"type": "int", "low": 2, "high": 8},
+    "grad_weight": {"type": "uniform", "low": 0.0, "high": 2.0},
+}
+
+
+def test_good_space_becomes_optuna_distributions():
+    space = optuna_space(parse_search_space(GOOD))
+    assert space["lr"] == optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)
+    assert space["step_size"] == optuna.distributions.IntDistribution(2, 8)
+    assert space["momentum"] == optuna.distributions.FloatDistribution(0.5, 0.95)
+
+
+@pytest.mark.parametrize(
+    "name, change, message",
+    [
+        ("lr", {"low": 0.0}, "search_space.lr.low=0.0: lr must be > 0"),
+        ("lr", {"low": 0.1, "high": 0.01}, "low=0.1 must be below high=0.01"),
+        ("momentum", {"high": 1.2}, "momentum.high=1.2: momentum must be in [0, 1)"),
+        ("step_size", {"low": 0}, "step_size.low=0: step_size must be >= 1"),
+        ("step_size", {"high": 4.5}, "step_size.high=4.5: expected an integer"),
+        ("grad_weight", {"type": "loguniform"}, "type 'loguniform' is not allowed"),
+        ("lr", {"low": "small"}, "lr.low='small'"),
+    ],
+)
+def test_bad_ranges_are_named(name, change, message):
+    values = copy.deepcopy(GOOD)
+    values[name].update(change)
+    with pytest.raises(ValueError) as error:
+        parse_search_space(values)
+    assert message in str(error.value)
+
+
+def test_missing_and_unknown_parameters():
+    values = copy.deepcopy(GOOD)
+    del values["momentum"]
+    values["dropout"] = {"type": "uniform", "low": 0, "high": 1}
+    with pytest.raises(ValueError, match=r"missing \['momentum'\], unknown \['dropout'\]"):
+        parse_search_space(values)
+
+
+def test_range_needs_exactly_type_low_high():
+    values = copy.deepcopy(GOOD)
+    values["lr"] = {"type": "loguniform", "low": 1e-3}
+    with pytest.raises(ValueError, match="search_space.lr: expected"):
+        parse_search_space(values)
