@@ -13,6 +13,13 @@ TINY = {
     "fcrn": {"input_size": (64, 80), "width": 0.125, "blocks": (1, 1, 1, 1)},
 }
 
+SEARCH_SPACE = {
+    "lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
+    "momentum": {"type": "uniform", "low": 0.5, "high": 0.95},
+    "step_size": {"type": "int", "low": 2, "high": 8},
+    "grad_weight": {"type": "uniform", "low": 0.0, "high": 2.0},
+}
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():

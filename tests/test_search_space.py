@@ -5,14 +5,8 @@ import copy
 import optuna
 import pytest
 
+from conftest import SEARCH_SPACE as GOOD
 from depthtune.search_space import optuna_space, parse_search_space
-
-GOOD = {
-    "lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
-    "momentum": {"type": "uniform", "low": 0.5, "high": 0.95},
-    "step_size": {"type": "int", "low": 2, "high": 8},
-    "grad_weight": {"type": "uniform", "low": 0.0, "high": 2.0},
-}
 
 
 def test_good_space_becomes_optuna_distributions():

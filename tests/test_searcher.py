@@ -2,15 +2,14 @@
 
 from optuna.trial import TrialState
 
+from conftest import SEARCH_SPACE
 from depthtune.search_space import optuna_space, parse_search_space
 from depthtune.searcher import BudgetAwareOptunaSearch
-
-from test_search_space import GOOD
 
 
 def _searcher():
     searcher = BudgetAwareOptunaSearch(
-        optuna_space(parse_search_space(GOOD)), metric="val_loss", mode="min", seed=3, max_epochs=4
+        optuna_space(parse_search_space(SEARCH_SPACE)), metric="val_loss", mode="min", seed=3, max_epochs=4
     )
     return searcher
 
