@@ -1,0 +1,36 @@
+"""A real mlflow server in front of the embedded SQLite store: starts, logs, stops by PID."""
+
+import os
+
+import pytest
+from mlflow import MlflowClient
+
+from depthtune.tracking.server import TrackingServer, embedded_store
+
+
+def test_server_on_embedded_store_is_what_mlflow_ui_reads(tmp_path):
+    backend, artifacts = embedded_store(tmp_path)
+    assert backend == f"sqlite:///{tmp_path.resolve()}/mlflow.db" and artifacts == tmp_path.resolve() / "mlartifacts"
+    with TrackingServer(backend, artifacts, log_path=tmp_path / "server.log") as server:
+        pid = server.pid
+        client = MlflowClient(server.uri)
+        experiment = client.create_experiment("probe")
+        run = client.create_run(experiment)
+        client.log_metric(run.info.run_id, "x", 1.0)
+        (tmp_path / "note.txt").write_text("hi")
+        client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
+        client.set_terminated(run.info.run_id)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    # Read back without a server, straight from the files a bare `mlflow ui` would open.
+    direct = MlflowClient(backend)
+    (found,) = direct.search_runs([direct.get_experiment_by_name("probe").experiment_id])
+    assert found.data.metrics == {"x": 1.0} and found.info.status == "FINISHED"
+    assert (artifacts / experiment).is_dir() and list(artifacts.rglob("note.txt"))
+
+
+def test_server_that_cannot_start_names_its_log(tmp_path):
+    server = TrackingServer("notascheme://x", tmp_path / "a", log_path=tmp_path / "server.log", startup_timeout=60)
+    with pytest.raises((RuntimeError, TimeoutError), match="server.log"):
+        server.start()
+    assert server.pid is None
