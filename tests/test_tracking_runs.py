@@ -1,0 +1,48 @@
+"""Runs owned by depthtune on a real mlflow server: nesting, batched epochs, resume, statuses."""
+
+import pytest
+from mlflow import MlflowClient
+
+from depthtune.tracking.runs import RunLogger, load_run_id, save_run_id
+from depthtune.tracking.server import TrackingServer, embedded_store
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("mlflow")
+    with TrackingServer(*embedded_store(directory), log_path=directory / "server.log") as running:
+        yield running
+
+
+def test_child_run_nested_batched_and_resumed(server, tmp_path):
+    client = MlflowClient(server.uri)
+    experiment = client.create_experiment("runs-test")
+    parent = RunLogger.start(client, experiment, name="sweep", params={"num_samples": 4})
+    child = RunLogger.start(client, experiment, name="trial_0", parent_run_id=parent.run_id, params={"lr": 0.01}, tags={"trial_id": "t0"})
+    child.log_epoch({"val_loss": 0.5, "train_loss": 0.7, "nan_metric": float("nan")}, step=0)
+    save_run_id(tmp_path, child.run_id)
+
+    restored = RunLogger.resume(client, load_run_id(tmp_path))
+    assert client.get_run(restored.run_id).info.status == "RUNNING"
+    restored.log_epoch({"val_loss": 0.4, "train_loss": 0.6}, step=1)
+    restored.finish("KILLED")
+    parent.finish()
+
+    run = client.get_run(child.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["mlflow.parentRunId"] == parent.run_id and run.data.tags["trial_id"] == "t0"
+    assert run.data.params == {"lr": "0.01"}
+    assert [(m.step, m.value) for m in client.get_metric_history(child.run_id, "val_loss")] == [(0, 0.5), (1, 0.4)]
+    assert "nan_metric" not in run.data.metrics
+    assert len(client.search_runs([experiment])) == 2
+
+
+def test_bad_status_is_refused(server):
+    client = MlflowClient(server.uri)
+    run = RunLogger.start(client, client.create_experiment("status-test"), name="r")
+    with pytest.raises(ValueError, match="'DONE'"):
+        run.finish("DONE")
+
+
+def test_no_run_id_in_a_fresh_checkpoint(tmp_path):
+    assert load_run_id(tmp_path) is None
