@@ -13,7 +13,8 @@ from typing import Any
 
 from depthtune.baselines import constant_baselines
 from depthtune.config import from_dict
-from depthtune.data import generate_dataset, read_nyu
+from depthtune.data import read_nyu
+from depthtune.data.source import resolve_data
 from depthtune.metrics import METRIC_NAMES
 from depthtune.models import MODEL_NAMES
 from depthtune.profiles import model_config, resolve_profile
@@ -52,27 +53,6 @@ class DemoConfig:
         return config
 
 
-def ensure_data(config: DemoConfig) -> Path:
-    """The user's file when given, else the synthetic twin (generated once, then reused)."""
-    if config.data:
-        return Path(config.data)
-    path = Path(config.synthetic_path)
-    if path.is_file():
-        logger.info("using the synthetic dataset already at %s", path)
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("no --data given: generating %d synthetic scenes into %s", config.synthetic_scenes, path)
-    started = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            logger.info("  synthetic scenes %d/%d", done, total)
-
-    generate_dataset(path, config.synthetic_scenes, seed=config.synthetic_seed, workers=config.workers, progress=progress)
-    logger.info("generated %s in %.0f s", path, time.perf_counter() - started)
-    return path
-
-
 def _stage_config(config: DemoConfig, model: str, profile: str, data: Path, overrides: dict[str, Any]) -> TrainConfig:
     values = {"model": model, "model_cfg": model_config(profile, model), "data": str(data), "splits_file": config.splits_file}
     return TrainConfig.from_dict({**values, **overrides}, where=f"demo config, section {model}")
@@ -96,7 +76,13 @@ def run_demo(config: DemoConfig) -> Path:
     """Run the whole demo; returns the run folder holding summary.md and each stage's results."""
     started = time.perf_counter()
     profile = resolve_profile(config.profile)
-    data = ensure_data(config)
+    data = resolve_data(
+        config.data,
+        synthetic_path=config.synthetic_path,
+        synthetic_scenes=config.synthetic_scenes,
+        synthetic_seed=config.synthetic_seed,
+        workers=config.workers,
+    )
     arrays = read_nyu(data)
     run_dir = Path(config.output_dir) / time.strftime("demo-%Y%m%d-%H%M%S")
     stage_configs = {}

@@ -1,0 +1,115 @@
+"""A sweep's settings, from a YAML file (experiments/configs/<model>.yaml) and CLI overrides, with
+per-profile overrides (e.g. a small CPU sweep) merged in before validation."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from depthtune.config import from_dict
+from depthtune.models import MODEL_NAMES
+from depthtune.search_space import TUNED, ParamRange, parse_search_space
+from depthtune.train import SELECTABLE_METRICS, TrainConfig
+
+
+@dataclass
+class SweepConfig:
+    """Everything one sweep needs; ``train`` holds the fixed (untuned) training settings and
+    ``net12_model`` the registered Net12 a Net3 sweep refines."""
+
+    model: str
+    search_space: dict[str, Any]
+    train: dict[str, Any] = field(default_factory=dict)
+    experiment: str | None = None
+    name: str | None = None
+    data: str | None = None
+    splits_file: str | None = None
+    synthetic_scenes: int = 300
+    synthetic_path: str = "data/synthetic_nyu_300.mat"
+    profile: str = "auto"
+    metric: str = "val_loss"
+    num_samples: int = 8
+    max_concurrent: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    grace_period: int = 1
+    reduction_factor: int = 2
+    max_failures: int = 2
+    keep_checkpoints: int = 2
+    seed: int = 0
+    storage_path: str = "ray_results"
+    tracking_uri: str | None = None
+    net12_model: str = "models:/net12@champion"
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], profile: str, where: str = "sweep config") -> "SweepConfig":
+        """Build from ``values`` with ``profiles[profile]`` merged over them (nested dicts merged)."""
+        values = copy.deepcopy(values)
+        overrides = (values.get("profiles") or {}).get(profile, {})
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(values.get(key), dict):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
+        config = from_dict(cls, values, where=where)
+        config.profile = profile
+        config.validate(where)
+        return config
+
+    @property
+    def mode(self) -> str:
+        """Optimisation direction of ``metric``: accuracies up, losses and errors down."""
+        return "max" if self.metric.startswith("val_delta") else "min"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or self.model
+
+    @property
+    def space(self) -> dict[str, ParamRange]:
+        return parse_search_space(self.search_space)
+
+    def validate(self, where: str = "sweep config") -> None:
+        """Every bad value is named: model, metric, counts, resources, the space and the train block."""
+        problems = []
+        if self.model not in MODEL_NAMES:
+            problems.append(f"model={self.model!r}: expected one of {list(MODEL_NAMES)}")
+        if self.metric not in SELECTABLE_METRICS:
+            problems.append(f"metric={self.metric!r}: expected one of {list(SELECTABLE_METRICS)}")
+        for key in ("num_samples", "max_concurrent", "grace_period", "keep_checkpoints", "synthetic_scenes"):
+            value = getattr(self, key)
+            if not (isinstance(value, int) and value >= 1):
+                problems.append(f"{key}={value!r}: expected an integer >= 1")
+        if not (isinstance(self.reduction_factor, int) and self.reduction_factor >= 2):
+            problems.append(f"reduction_factor={self.reduction_factor!r}: expected an integer >= 2")
+        if self.max_failures < 0:
+            problems.append(f"max_failures={self.max_failures!r}: expected >= 0")
+        if self.cpus_per_trial <= 0:
+            problems.append(f"cpus_per_trial={self.cpus_per_trial!r}: expected > 0")
+        if self.gpus_per_trial < 0 or (self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial)):
+            problems.append(f"gpus_per_trial={self.gpus_per_trial!r}: expected a fraction in [0, 1] or a whole number")
+        tuned_in_train = sorted(set(self.train) & set(TUNED))
+        if tuned_in_train:
+            problems.append(f"train: {tuned_in_train} are tuned; set their ranges in search_space instead")
+        if problems:
+            raise ValueError(f"{where}: " + "; ".join(problems))
+        parse_search_space(self.search_space, where=f"{where}: search_space")
+        lows = {name: r.low for name, r in self.space.items()}
+        self.trial_config(lows, **({"net12_checkpoint": self.net12_model} if self.model == "net3" else {}))
+        if self.grace_period > self.epochs:
+            raise ValueError(f"{where}: grace_period={self.grace_period} exceeds train.epochs={self.epochs}")
+
+    @property
+    def epochs(self) -> int:
+        return int(self.train.get("epochs", next(f.default for f in fields(TrainConfig) if f.name == "epochs")))
+
+    def trial_config(self, params: dict[str, Any], **extra: Any) -> TrainConfig:
+        """The training config of one trial: fixed settings + the sampled hyperparameters."""
+        values = {**self.train, **extra, "model": self.model, "select_metric": self.metric, **params}
+        values["step_size"] = int(values["step_size"])
+        return TrainConfig.from_dict(values, where="sweep config: train")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,222 @@
+"""Sweeps: Ray Tune with Optuna TPE (seeded, ASHA-aware) and ASHA over lr, momentum, StepLR step
+size and gradient-loss weight. The dataset is read once by the driver and shared through Ray's
+object store; every trial is a nested MLflow run under the sweep's parent run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+from contextlib import ExitStack
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import ray
+from mlflow import MlflowClient
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from depthtune.data import read_nyu
+from depthtune.data.source import resolve_data
+from depthtune.profiles import model_config
+from depthtune.search_space import optuna_space
+from depthtune.searcher import BudgetAwareOptunaSearch
+from depthtune.sweep_config import SweepConfig
+from depthtune.tracking.callback import RunStatusCallback
+from depthtune.tracking.runs import RunLogger
+from depthtune.tracking.server import TrackingServer, embedded_store
+from depthtune.trial import RUN_ID_KEY, run_trial
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "depthtune_sweep.json"
+PACKAGES = ("depthtune", "torch", "ray", "mlflow", "optuna", "numpy", "h5py")
+
+
+@dataclass
+class SweepOutcome:
+    """Where a finished sweep's results are and which trial won."""
+
+    sweep_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    results_path: Path
+    trials: int
+    best_trial_id: str
+    best_run_id: str
+    best_params: dict[str, Any]
+    best_metrics: dict[str, float]
+    best_checkpoint: Path
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit() -> str:
+    """The commit of the checkout this package runs from, or 'unknown' outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[f"version.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[f"version.{name}"] = "not installed"
+    return versions
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    """Get or create the MLflow experiment, once, from the driver (before any trial logs)."""
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def _tracking_uri(config: SweepConfig, stack: ExitStack, log_dir: Path) -> str:
+    """The given tracking URI, or a local ``mlflow server`` in front of the embedded SQLite store."""
+    if config.tracking_uri:
+        return config.tracking_uri
+    backend, artifacts = embedded_store(Path.cwd())
+    server = stack.enter_context(TrackingServer(backend, artifacts, log_path=log_dir / "mlflow-server.log"))
+    return server.uri
+
+
+def _load_state(experiment_dir: Path) -> dict[str, str] | None:
+    path = experiment_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
+    """Run (or with ``resume`` continue) a sweep; returns the best trial and where results are."""
+    storage = Path(config.storage_path).resolve()
+    name = config.name or f"{config.model}-sweep"
+    experiment_dir = storage / name
+    state = _load_state(experiment_dir)
+    if resume and (state is None or not tune.Tuner.can_restore(str(experiment_dir))):
+        raise FileNotFoundError(f"nothing to resume: no sweep named {name!r} under {storage}")
+    if not resume and state is not None:
+        raise FileExistsError(f"a sweep named {name!r} already exists under {storage}; pass --resume or choose another name")
+    data = resolve_data(config.data, synthetic_path=config.synthetic_path, synthetic_scenes=config.synthetic_scenes)
+    if "model_cfg" not in config.train:
+        config.train = {**config.train, "model_cfg": model_config(config.profile, config.model)}
+    train_extra = {"data": str(data.resolve()), "splits_file": config.splits_file}
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+
+    with ExitStack() as stack:
+        uri = _tracking_uri(config, stack, experiment_dir)
+        client = MlflowClient(uri)
+        experiment_id = _experiment_id(client, config.experiment_name)
+        started_ray = not ray.is_initialized()
+        if started_ray:
+            ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+            stack.callback(ray.shutdown)
+        if state is None:
+            parent = RunLogger.start(
+                client,
+                experiment_id,
+                name=name,
+                params={
+                    "model": config.model,
+                    "search_space": json.dumps(config.search_space, sort_keys=True),
+                    "searcher": f"OptunaSearch(TPE, seed={config.seed}, ASHA-stopped trials told as pruned)",
+                    "scheduler": f"ASHA(metric={config.metric}, mode={config.mode}, max_t={config.epochs}, "
+                    f"grace_period={config.grace_period}, reduction_factor={config.reduction_factor})",
+                    "num_samples": config.num_samples,
+                    "max_concurrent": config.max_concurrent,
+                    "data": str(data.resolve()),
+                    "data_sha256": file_sha256(data),
+                    "split": config.splits_file or f"random(seed={config.train.get('split_seed', 0)})",
+                    "profile": config.profile,
+                    "git_commit": git_commit(),
+                    **_versions(),
+                },
+                tags={"depthtune.kind": "sweep", "depthtune.host": platform.node()},
+            )
+            (experiment_dir / STATE_FILE).write_text(json.dumps({"parent_run_id": parent.run_id}))
+        else:
+            parent = RunLogger.resume(client, state["parent_run_id"])
+        stack.callback(lambda: parent.finish("FINISHED") if client.get_run(parent.run_id).info.status == "RUNNING" else None)
+
+        arrays = read_nyu(data)
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                run_trial,
+                sweep=config,
+                arrays=arrays,
+                tracking={"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent.run_id},
+                train_extra=train_extra,
+            ),
+            {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
+        )
+        if resume:
+            logger.info("resuming sweep %s from %s", name, experiment_dir)
+            tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=BudgetAwareOptunaSearch(
+                        optuna_space(config.space), metric=config.metric, mode=config.mode, seed=config.seed, max_epochs=config.epochs
+                    ),
+                    scheduler=ASHAScheduler(
+                        time_attr="training_iteration",
+                        max_t=config.epochs,
+                        grace_period=config.grace_period,
+                        reduction_factor=config.reduction_factor,
+                    ),
+                    metric=config.metric,
+                    mode=config.mode,
+                    num_samples=config.num_samples,
+                    max_concurrent_trials=config.max_concurrent,
+                    trial_name_creator=lambda trial: f"{config.model}_{trial.trial_id}",
+                    trial_dirname_creator=lambda trial: f"{config.model}_{trial.trial_id}",
+                ),
+                run_config=tune.RunConfig(
+                    name=name,
+                    storage_path=str(storage),
+                    failure_config=tune.FailureConfig(max_failures=config.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(
+                        num_to_keep=config.keep_checkpoints,
+                        checkpoint_score_attribute=config.metric,
+                        checkpoint_score_order=config.mode,
+                    ),
+                    callbacks=[RunStatusCallback(uri, config.epochs, RUN_ID_KEY)],
+                    verbose=1,
+                ),
+            )
+        results = tuner.fit()
+        best = results.get_best_result(metric=config.metric, mode=config.mode, scope="all")
+        best_checkpoint = best.get_best_checkpoint(metric=config.metric, mode=config.mode)
+        best_metrics = {k: float(v) for k, v in best.metrics.items() if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
+        parent.set_tags({"depthtune.best_run_id": best.metrics[RUN_ID_KEY], "depthtune.best_trial_id": best.metrics["trial_id"]})
+        outcome = SweepOutcome(
+            sweep_run_id=parent.run_id,
+            experiment_id=experiment_id,
+            tracking_uri=uri,
+            results_path=experiment_dir,
+            trials=len(results),
+            best_trial_id=best.metrics["trial_id"],
+            best_run_id=best.metrics[RUN_ID_KEY],
+            best_params={k: best.config[k] for k in config.space},
+            best_metrics=best_metrics,
+            best_checkpoint=Path(best_checkpoint.path),
+        )
+        parent.finish("FINISHED")
+    return outcome
