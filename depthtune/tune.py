@@ -103,6 +103,18 @@ def _load_state(experiment_dir: Path) -> dict[str, str] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.Result:
+    """The trial with the best epoch among those that trained their whole budget (ASHA-stopped
+    trials only when none did): a stopped trial's early score is not a finished result."""
+    usable = [r for r in results if r.error is None and r.metrics and config.metric in r.metrics_dataframe]
+    finished = [r for r in usable if r.metrics.get("training_iteration", 0) >= config.epochs]
+    candidates = finished or usable
+    if not candidates:
+        raise RuntimeError(f"every trial of the sweep failed; see the trial errors under {results.experiment_path}")
+    pick = min if config.mode == "min" else max
+    return pick(candidates, key=lambda r: float(getattr(r.metrics_dataframe[config.metric], config.mode)()))
+
+
 def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
     """Run (or with ``resume`` continue) a sweep; returns the best trial and where results are."""
     storage = Path(config.storage_path).resolve()
@@ -202,7 +214,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                 ),
             )
         results = tuner.fit()
-        best = results.get_best_result(metric=config.metric, mode=config.mode, scope="all")
+        best = best_finished_result(results, config)
         best_checkpoint = best.get_best_checkpoint(metric=config.metric, mode=config.mode)
         best_metrics = {k: float(v) for k, v in best.metrics.items() if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
         parent.set_tags({"depthtune.best_run_id": best.metrics[RUN_ID_KEY], "depthtune.best_trial_id": best.metrics["trial_id"]})

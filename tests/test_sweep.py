@@ -1,0 +1,82 @@
+"""A real sweep: Ray Tune (Optuna TPE + ASHA) on a local Ray, every trial a nested run in a real
+MLflow server in front of the embedded SQLite store."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import SEARCH_SPACE, TINY
+from depthtune.sweep_config import SweepConfig
+from depthtune.tune import run_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def sweep_config(data, storage, **overrides) -> SweepConfig:
+    values = {
+        "model": "net12",
+        "data": str(data),
+        "num_samples": 4,
+        "max_concurrent": 1,
+        "grace_period": 1,
+        "reduction_factor": 2,
+        "seed": 7,
+        "storage_path": str(storage),
+        "search_space": {**SEARCH_SPACE, "step_size": {"type": "int", "low": 1, "high": 3}},
+        "train": {"epochs": 3, "batch_size": 8, "model_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY["net12"].items()}},
+    }
+    values.update(overrides)
+    return SweepConfig.from_dict(values, profile="cpu")
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory, synthetic_file):
+    workdir = tmp_path_factory.mktemp("sweep")
+    previous = os.getcwd()
+    os.chdir(workdir)
+    try:
+        outcome = run_sweep(sweep_config(synthetic_file, workdir / "ray_results"))
+    finally:
+        os.chdir(previous)
+    return workdir, outcome
+
+
+def test_parent_and_one_nested_run_per_trial_with_every_epoch(finished_sweep):
+    workdir, outcome = finished_sweep
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    runs = client.search_runs([outcome.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == outcome.sweep_run_id]
+    assert [p.info.run_id for p in parents] == [outcome.sweep_run_id]
+    assert len(children) == outcome.trials == 4
+    assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
+    stopped = [r for r in children if r.info.status == "KILLED"]
+    assert stopped, "ASHA stopped no trial"
+    for run in children:
+        epochs = len(client.get_metric_history(run.info.run_id, "val_loss"))
+        assert epochs == 3 if run.info.status == "FINISHED" else 1 <= epochs < 3
+        for key in ("train_loss", "val_abs_rel", "val_delta1", "lr", "epoch_seconds", "images_per_second"):
+            assert len(client.get_metric_history(run.info.run_id, key)) == epochs
+        assert set(SEARCH_SPACE) <= set(run.data.params)
+        assert run.data.tags["depthtune.sweep_run_id"] == outcome.sweep_run_id
+    parent = client.get_run(outcome.sweep_run_id)
+    assert {"search_space", "scheduler", "data_sha256", "git_commit", "version.ray"} <= set(parent.data.params)
+    assert parent.data.tags["depthtune.best_run_id"] == outcome.best_run_id
+
+
+def test_best_trial_is_the_best_finished_one(finished_sweep):
+    workdir, outcome = finished_sweep
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    best = client.get_run(outcome.best_run_id)
+    assert best.info.status == "FINISHED"
+    assert (outcome.best_checkpoint / "checkpoint.pt").is_file()
+    assert set(outcome.best_params) == set(SEARCH_SPACE)
+
+
+def test_bad_search_range_is_refused_before_anything_starts(tmp_path, synthetic_file):
+    with pytest.raises(ValueError, match="search_space.lr.low=-1"):
+        sweep_config(synthetic_file, tmp_path, search_space={**SEARCH_SPACE, "lr": {"type": "loguniform", "low": -1, "high": 1}})
+    assert not (tmp_path / "mlflow.db").exists()
