@@ -14,7 +14,8 @@ from depthtune.models import MODEL_NAMES
 
 logger = logging.getLogger("depthtune")
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "demo.yaml"
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+DEMO_CONFIG = EXPERIMENTS / "configs" / "demo.yaml"
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "momentum", "step_size", "gamma", "grad_weight", "seed", "net12_checkpoint", "splits_file", "device", "num_workers")
 
 
@@ -49,6 +50,30 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--profile", help="auto, paper or cpu")
 
 
+SWEEP_FLAGS = ("data", "num_samples", "max_concurrent", "gpus_per_trial", "tracking_uri", "storage_path", "name")
+
+
+def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sweep flags shared by `depthtune tune` and experiments/tune_*.py."""
+    parser.add_argument("--config", help="sweep YAML (default experiments/configs/<model>.yaml)")
+    parser.add_argument("--data", help="nyu_depth_v2_labeled.mat or a file in its layout (default: synthetic)")
+    parser.add_argument("--num-samples", dest="num_samples", type=int, help="trials to run")
+    parser.add_argument("--max-concurrent", dest="max_concurrent", type=int, help="trials at once")
+    parser.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, help="GPUs per trial (fractions allowed)")
+    parser.add_argument("--epochs", type=int, help="epochs per trial (ASHA's budget)")
+    parser.add_argument("--resume", action="store_true", help="continue the sweep of the same name whose driver died")
+    parser.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow server, e.g. http://head:5000 (default: ./mlflow.db)")
+    parser.add_argument("--storage-path", dest="storage_path", help="Tune storage (shared on a cluster)")
+    parser.add_argument("--name", help="sweep name (default <model>-sweep)")
+    parser.add_argument("--profile", default="auto", help="auto (paper on GPU, cpu otherwise), paper, cpu")
+
+
+def _add_tune_parser(commands: argparse._SubParsersAction) -> None:
+    tune = commands.add_parser("tune", help="hyperparameter sweep on Ray Tune, tracked in MLflow")
+    tune.add_argument("model", choices=MODEL_NAMES)
+    add_tune_arguments(tune)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="depthtune", description=__doc__)
     root.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -56,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
     _add_data_parser(commands)
     _add_train_parser(commands)
     _add_demo_parser(commands)
+    _add_tune_parser(commands)
     return root
 
 
@@ -89,6 +115,29 @@ def _train(args: argparse.Namespace) -> None:
     )
 
 
+def run_tune(args: argparse.Namespace) -> None:
+    """Sweep ``args.model`` with the YAML config and flag overrides; print the summary."""
+    from depthtune.profiles import resolve_profile
+    from depthtune.sweep_config import SweepConfig
+    from depthtune.tune import run_sweep, summary_text
+
+    path = Path(args.config) if args.config else EXPERIMENTS / "configs" / f"{args.model}.yaml"
+    values = read_yaml(path)
+    if values.get("model", args.model) != args.model:
+        raise ValueError(f"{path} configures model {values['model']!r}, not {args.model!r}")
+    overrides = _overrides(args, SWEEP_FLAGS)
+    if args.epochs is not None:
+        overrides["train"] = {"epochs": args.epochs}
+    profile = resolve_profile(args.profile)
+    config = SweepConfig.from_dict(values, profile=profile, where=str(path), overrides=overrides)
+    logger.info(
+        "sweeping %s (%s profile): %d trials, %d at a time, %d epochs each",
+        args.model, profile, config.num_samples, config.max_concurrent, config.epochs,
+    )
+    outcome = run_sweep(config, resume=args.resume)
+    logger.info("\n%s", summary_text(outcome, config))
+
+
 def _demo(args: argparse.Namespace) -> None:
     from depthtune.demo import DemoConfig, run_demo
 
@@ -102,10 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    handlers = {"data": _synth, "train": _train, "demo": _demo}
+    handlers = {"data": _synth, "train": _train, "demo": _demo, "tune": run_tune}
     try:
         handlers[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
         logger.error("%s", exc)
         logger.debug("details", exc_info=True)
         return 2

@@ -44,16 +44,19 @@ class SweepConfig:
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], profile: str, where: str = "sweep config") -> "SweepConfig":
-        """Build from ``values`` with ``profiles[profile]`` merged over them (nested dicts merged)."""
-        values = copy.deepcopy(values)
-        overrides = (values.get("profiles") or {}).get(profile, {})
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(values.get(key), dict):
-                values[key] = {**values[key], **value}
-            else:
-                values[key] = value
-        config = from_dict(cls, values, where=where)
+    def from_dict(
+        cls, values: dict[str, Any], profile: str, where: str = "sweep config", overrides: dict[str, Any] | None = None
+    ) -> "SweepConfig":
+        """Build from ``values``, then ``profiles[profile]``, then ``overrides`` (e.g. command-line
+        flags) merged on top, nested dicts key by key."""
+        merged = copy.deepcopy(values)
+        for layer in ((values.get("profiles") or {}).get(profile, {}), overrides or {}):
+            for key, value in layer.items():
+                if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                    merged[key] = {**merged[key], **value}
+                else:
+                    merged[key] = value
+        config = from_dict(cls, merged, where=where)
         config.profile = profile
         config.validate(where)
         return config

@@ -232,3 +232,23 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         )
         parent.finish("FINISHED")
     return outcome
+
+
+def summary_text(outcome: SweepOutcome, config: SweepConfig) -> str:
+    """What the user sees at the end: the winner, its numbers, and where to look."""
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best_params.items())
+    metrics = ", ".join(f"{k}={outcome.best_metrics[k]:.4f}" for k in ("val_loss", "val_abs_rel", "val_rmse", "val_delta1") if k in outcome.best_metrics)
+    if config.tracking_uri:
+        ui = f"mlflow ui --backend-store-uri {config.tracking_uri}   (or open {config.tracking_uri})"
+    else:
+        ui = f"cd {Path.cwd()} && mlflow ui   (then open http://127.0.0.1:5000)"
+    return "\n".join(
+        [
+            f"sweep {config.experiment_name}: {outcome.trials} trials, results in {outcome.results_path}",
+            f"best trial {outcome.best_trial_id} (MLflow run {outcome.best_run_id}): {params}",
+            f"  last epoch: {metrics}",
+            f"  best checkpoint: {outcome.best_checkpoint}",
+            f"sweep run id: {outcome.sweep_run_id} (experiment {outcome.experiment_id})",
+            f"look at it: {ui}",
+        ]
+    )

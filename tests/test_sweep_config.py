@@ -1,0 +1,58 @@
+"""Sweep configs: profile and command-line layering, and validation that names the bad value."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import SEARCH_SPACE
+from depthtune.sweep_config import SweepConfig
+
+CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+
+
+def base(**extra):
+    return {"model": "net12", "search_space": SEARCH_SPACE, "train": {"epochs": 10}, **extra}
+
+
+def test_profile_then_flags_win():
+    values = base(num_samples=20, profiles={"cpu": {"num_samples": 4, "train": {"epochs": 3, "batch_size": 8}}})
+    cpu = SweepConfig.from_dict(values, profile="cpu")
+    assert (cpu.num_samples, cpu.epochs, cpu.train["batch_size"]) == (4, 3, 8)
+    flagged = SweepConfig.from_dict(values, profile="cpu", overrides={"num_samples": 2, "train": {"epochs": 5}})
+    assert (flagged.num_samples, flagged.epochs, flagged.train["batch_size"]) == (2, 5, 8)
+    paper = SweepConfig.from_dict(values, profile="paper")
+    assert (paper.num_samples, paper.epochs) == (20, 10)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"metric": "val_accuracy"}, "metric='val_accuracy'"),
+        ({"num_samples": 0}, "num_samples=0"),
+        ({"reduction_factor": 1}, "reduction_factor=1"),
+        ({"gpus_per_trial": 1.5}, "gpus_per_trial=1.5"),
+        ({"train": {"epochs": 10, "lr": 0.1}}, "['lr'] are tuned"),
+        ({"train": {"epochs": 2}, "grace_period": 3}, "grace_period=3 exceeds train.epochs=2"),
+        ({"model": "unet"}, "model='unet'"),
+        ({"train": {"epochs": 0}}, "epochs=0"),
+        ({"num_trials": 3}, "num_trials"),
+    ],
+)
+def test_bad_values_are_named(extra, message):
+    with pytest.raises(ValueError) as error:
+        SweepConfig.from_dict(base(**extra), profile="paper")
+    assert message in str(error.value)
+
+
+def test_trial_config_combines_fixed_and_sampled_values():
+    config = SweepConfig.from_dict(base(), profile="paper")
+    trial = config.trial_config({"lr": 0.02, "momentum": 0.9, "step_size": 4.0, "grad_weight": 0.5}, data="x.mat")
+    assert (trial.lr, trial.step_size, trial.epochs, trial.select_metric, trial.data) == (0.02, 4, 10, "val_loss", "x.mat")
+
+
+@pytest.mark.parametrize("profile", ["paper", "cpu"])
+def test_shipped_configs_are_valid(profile):
+    for path in CONFIGS.glob("net*.yaml"):
+        if path.name != "demo.yaml":
+            SweepConfig.from_dict(yaml.safe_load(path.read_text()), profile=profile, where=str(path))
