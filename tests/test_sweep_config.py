@@ -53,6 +53,6 @@ def test_trial_config_combines_fixed_and_sampled_values():
 
 @pytest.mark.parametrize("profile", ["paper", "cpu"])
 def test_shipped_configs_are_valid(profile):
-    for path in CONFIGS.glob("net*.yaml"):
+    for path in CONFIGS.glob("*.yaml"):
         if path.name != "demo.yaml":
             SweepConfig.from_dict(yaml.safe_load(path.read_text()), profile=profile, where=str(path))

@@ -1,0 +1,8 @@
+"""Sweep FCRN (Laina et al. 2016) with experiments/configs/fcrn.yaml; flags override it."""
+
+import sys
+
+from depthtune.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["tune", "fcrn", *sys.argv[1:]]))
