@@ -91,6 +91,19 @@ class DepthTransform:
         self._output_to_input = region_theta(output_region, FULL_REGION)
         self._base_size = (round(input_size[0] / CROP_FRACTION), round(input_size[1] / CROP_FRACTION))
 
+    def _warp_image(self, image: np.ndarray, theta: torch.Tensor) -> torch.Tensor:
+        """uint8 HxWx3 frame -> float 3xhxw input (0..255) seen through ``theta``."""
+        rgb = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        rgb = F.interpolate(rgb, size=self._base_size, mode="bilinear", antialias=True, align_corners=False)
+        grid = F.affine_grid(theta, [1, 3, *self.input_size], align_corners=False)
+        return F.grid_sample(rgb, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+
+    def eval_input(self, image: np.ndarray) -> torch.Tensor:
+        """The evaluation view of any HxWx3 uint8 image as a normalised model input (inference)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB image as uint8 HxWx3, got {image.dtype} {image.shape}")
+        return normalise_image(self._warp_image(image, _affine(1.0, 0.0, (0.0, 0.0), False, image.shape[:2])))
+
     def _theta(self, rng: np.random.Generator | None, frame: tuple[int, int]) -> tuple[torch.Tensor, float, np.ndarray]:
         aug = self.augmentation
         if aug is None:
@@ -110,10 +123,7 @@ class DepthTransform:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         frame = tuple(depth.shape)
         theta, scale, gains = self._theta(rng, frame)
-        rgb = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-        rgb = F.interpolate(rgb, size=self._base_size, mode="bilinear", antialias=True, align_corners=False)
-        grid = F.affine_grid(theta, [1, 3, *self.input_size], align_corners=False)
-        rgb = F.grid_sample(rgb, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+        rgb = self._warp_image(image, theta)
         rgb = (rgb * torch.from_numpy(gains).float().view(3, 1, 1)).clamp(0.0, 255.0)
 
         depth_t = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None, None]
