@@ -1,0 +1,103 @@
+"""The model registry: log a trained model as a pyfunc (weights + architecture JSON, no pickle),
+register it as a new version of ``net12`` / ``net3`` / ``fcrn``, and move the ``champion`` alias
+only when it beats the current champion under the same evaluation protocol (else ``challenger``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from torch import nn
+
+from depthtune.metrics import LOWER_IS_BETTER
+from depthtune.predictor import save_model_files
+
+logger = logging.getLogger(__name__)
+
+PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+CHAMPION, CHALLENGER = "champion", "challenger"
+PROTOCOL_TAG = "eval_protocol"
+
+
+@contextmanager
+def tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for a block, then restore what was there."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def log_depth_model(model: nn.Module, run_id: str, uri: str) -> str:
+    """Log ``model`` into run ``run_id`` as a models-from-code pyfunc; returns its model URI."""
+    with tempfile.TemporaryDirectory() as directory, tracking_uri(uri):
+        weights, config = save_model_files(model, directory)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_FILE),
+                artifacts={"weights": str(weights), "config": str(config)},
+                pip_requirements=["depthtune", "torch", "numpy", "mlflow"],
+            )
+    return info.model_uri
+
+
+@dataclass
+class Registration:
+    """A registered version and the alias it got."""
+
+    name: str
+    version: str
+    alias: str
+    previous_champion: str | None
+    reason: str
+
+
+def _better(metric: str, new: float, old: float) -> bool:
+    return new < old if metric in LOWER_IS_BETTER else new > old
+
+
+def register_version(
+    client: MlflowClient,
+    uri: str,
+    model_uri: str,
+    name: str,
+    *,
+    test_metrics: dict[str, float],
+    protocol: dict[str, object],
+    compare_on: str,
+    tags: dict[str, str],
+) -> Registration:
+    """New version of ``name``; ``champion`` moves to it only if it beats the champion on
+    ``compare_on`` (a test metric) under an identical protocol, otherwise it becomes ``challenger``."""
+    protocol_json = json.dumps(protocol, sort_keys=True)
+    all_tags = {**tags, PROTOCOL_TAG: protocol_json, **{f"test_{k}": f"{v:.6g}" for k, v in test_metrics.items()}}
+    with tracking_uri(uri):
+        version = mlflow.register_model(model_uri, name, tags=all_tags).version
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+    new_value = test_metrics[compare_on]
+    if champion is None:
+        alias, reason = CHAMPION, "first version with this name"
+    elif champion.tags.get(PROTOCOL_TAG) != protocol_json:
+        alias, reason = CHALLENGER, f"champion v{champion.version} was evaluated under another protocol ({champion.tags.get(PROTOCOL_TAG)})"
+    else:
+        old_value = float(champion.tags[f"test_{compare_on}"])
+        won = _better(compare_on, new_value, old_value)
+        alias = CHAMPION if won else CHALLENGER
+        reason = f"test {compare_on} {new_value:.4f} vs champion v{champion.version} {old_value:.4f}"
+    client.set_registered_model_alias(name, alias, str(version))
+    logger.info("registered %s v%s as %s (%s)", name, version, alias, reason)
+    return Registration(name, str(version), alias, champion.version if champion else None, reason)

@@ -1,0 +1,116 @@
+"""Registry and loading by name on a real mlflow server: champion/challenger aliases, loading in a
+fresh process through depthtune.load_model and mlflow.pyfunc with pickle loading forbidden."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from conftest import TINY
+from depthtune.loading import load_model, parse_reference
+from depthtune.models import build
+from depthtune.predictor import DepthPredictor
+from depthtune.tracking.registry import log_depth_model, register_version
+from depthtune.tracking.runs import RunLogger
+from depthtune.tracking.server import TrackingServer, embedded_store
+
+PROTOCOL = {"split": "random(seed=0)", "crop": "eigen", "max_depth": 10.0}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("registry")
+    with TrackingServer(*embedded_store(directory), log_path=directory / "server.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def registered(server):
+    """Versions 1..4 of net12: better, better, worse, and one under another protocol."""
+    client = MlflowClient(server.uri)
+    experiment = client.create_experiment("registry-test")
+    models, registrations = [], []
+    for i, (abs_rel, protocol) in enumerate([(0.30, PROTOCOL), (0.25, PROTOCOL), (0.40, PROTOCOL), (0.10, {**PROTOCOL, "split": "splits.mat"})]):
+        torch.manual_seed(i)
+        model = build("net12", **TINY["net12"]).eval()
+        run = RunLogger.start(client, experiment, name=f"trial_{i}")
+        model_uri = log_depth_model(model, run.run_id, server.uri)
+        run.finish()
+        registrations.append(
+            register_version(
+                client, server.uri, model_uri, "net12",
+                test_metrics={"abs_rel": abs_rel, "rmse": 1.0}, protocol=protocol, compare_on="abs_rel",
+                tags={"sweep_run_id": "s", "data_sha256": "d"},
+            )
+        )
+        models.append(model)
+    return client, models, registrations
+
+
+def test_champion_moves_only_when_beaten_under_the_same_protocol(registered):
+    client, _, registrations = registered
+    assert [(r.version, r.alias) for r in registrations] == [("1", "champion"), ("2", "champion"), ("3", "challenger"), ("4", "challenger")]
+    assert "another protocol" in registrations[3].reason
+    assert client.get_model_version_by_alias("net12", "champion").version == "2"
+    tags = client.get_model_version("net12", "2").tags
+    assert tags["test_abs_rel"] == "0.25" and tags["sweep_run_id"] == "s" and "eval_protocol" in tags
+
+
+def test_load_by_name_alias_version_and_uri(registered, server):
+    _, models, _ = registered
+    image = np.random.default_rng(1).integers(0, 255, size=(96, 128, 3), dtype=np.uint8)
+    expected = DepthPredictor(models[1]).predict(image)
+    for reference in ("net12@champion", "net12/2", "models:/net12@champion"):
+        np.testing.assert_allclose(load_model(reference, tracking_uri=server.uri).predict(image), expected, rtol=1e-5)
+
+
+def test_fresh_process_loads_without_pickle(registered, server, tmp_path):
+    _, models, _ = registered
+    image = np.random.default_rng(2).integers(0, 255, size=(120, 160, 3), dtype=np.uint8)
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "expected.npy", DepthPredictor(models[1]).predict(image))
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, mlflow, depthtune
+        image = np.load({str(tmp_path / 'image.npy')!r})
+        expected = np.load({str(tmp_path / 'expected.npy')!r})
+        ours = depthtune.load_model("net12@champion")
+        np.testing.assert_allclose(ours.predict(image), expected, rtol=1e-5)
+        assert type(ours.module).__name__ == "Net12"
+        theirs = mlflow.pyfunc.load_model("models:/net12@champion")
+        np.testing.assert_allclose(theirs.predict(image), expected, rtol=1e-5)
+        print("LOADED")
+        """
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0 and "LOADED" in out.stdout, out.stderr[-3000:]
+
+
+def test_unknown_names_and_aliases_list_what_exists(registered, server):
+    with pytest.raises(ValueError, match=r"no registered model 'unet'; registered models: \['net12'\]"):
+        load_model("unet@champion", tracking_uri=server.uri)
+    with pytest.raises(ValueError, match="no alias 'best'; its aliases: .*'challenger': '4', 'champion': '2'"):
+        load_model("net12@best", tracking_uri=server.uri)
+    with pytest.raises(ValueError, match=r"no version 9; versions: \[1, 2, 3, 4\]"):
+        load_model("net12/9", tracking_uri=server.uri)
+
+
+@pytest.mark.parametrize(
+    "reference, parsed",
+    [("fcrn@champion", ("fcrn", "champion", None)), ("fcrn/3", ("fcrn", None, "3")), ("models:/net3@challenger", ("net3", "challenger", None))],
+)
+def test_parse_reference(reference, parsed):
+    assert parse_reference(reference) == parsed
+
+
+def test_bad_reference_is_named():
+    with pytest.raises(ValueError, match="'fcrn:3'"):
+        parse_reference("fcrn:3")
