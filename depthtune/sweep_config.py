@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from depthtune.config import from_dict
+from depthtune.metrics import METRIC_NAMES
 from depthtune.models import MODEL_NAMES
 from depthtune.search_space import TUNED, ParamRange, parse_search_space
 from depthtune.train import SELECTABLE_METRICS, TrainConfig
@@ -41,6 +42,8 @@ class SweepConfig:
     storage_path: str = "ray_results"
     tracking_uri: str | None = None
     net12_model: str = "models:/net12@champion"
+    register_as: str | None = None
+    champion_metric: str = "abs_rel"
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
@@ -71,6 +74,10 @@ class SweepConfig:
         return self.experiment or self.model
 
     @property
+    def registered_name(self) -> str:
+        return self.register_as or self.model
+
+    @property
     def space(self) -> dict[str, ParamRange]:
         return parse_search_space(self.search_space)
 
@@ -79,6 +86,8 @@ class SweepConfig:
         problems = []
         if self.model not in MODEL_NAMES:
             problems.append(f"model={self.model!r}: expected one of {list(MODEL_NAMES)}")
+        if self.champion_metric not in METRIC_NAMES:
+            problems.append(f"champion_metric={self.champion_metric!r}: expected one of {list(METRIC_NAMES)}")
         if self.metric not in SELECTABLE_METRICS:
             problems.append(f"metric={self.metric!r}: expected one of {list(SELECTABLE_METRICS)}")
         for key in ("num_samples", "max_concurrent", "grace_period", "keep_checkpoints", "synthetic_scenes"):

@@ -21,15 +21,20 @@ from mlflow import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from depthtune.data import read_nyu
+from depthtune.checkpoints import CHECKPOINT_FILE, model_from_checkpoint
+from depthtune.data import NYUArrays, read_nyu
 from depthtune.data.source import resolve_data
+from depthtune.metrics import EIGEN_PROTOCOL
 from depthtune.profiles import model_config
+from depthtune.runner import evaluate_checkpoint
 from depthtune.search_space import optuna_space
 from depthtune.searcher import BudgetAwareOptunaSearch
 from depthtune.sweep_config import SweepConfig
 from depthtune.tracking.callback import RunStatusCallback
+from depthtune.tracking.registry import Registration, log_depth_model, register_version
 from depthtune.tracking.runs import RunLogger
 from depthtune.tracking.server import TrackingServer, embedded_store
+from depthtune.train import data_splits
 from depthtune.trial import RUN_ID_KEY, run_trial
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,8 @@ class SweepOutcome:
     best_params: dict[str, Any]
     best_metrics: dict[str, float]
     best_checkpoint: Path
+    test_metrics: dict[str, float]
+    registration: Registration
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -103,6 +110,38 @@ def _load_state(experiment_dir: Path) -> dict[str, str] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _register_best(
+    config: SweepConfig,
+    client: MlflowClient,
+    uri: str,
+    arrays: NYUArrays,
+    checkpoint_dir: Path,
+    params: dict[str, Any],
+    run_id: str,
+    trial_id: str,
+    sweep_run_id: str,
+    train_extra: dict[str, Any],
+    data_sha256: str,
+) -> tuple[Registration, dict[str, float]]:
+    """Evaluate the winner on the test split, log it as a model in its run, register a version."""
+    trial_config = config.trial_config(params, **train_extra)
+    checkpoint = checkpoint_dir / CHECKPOINT_FILE
+    test_metrics = evaluate_checkpoint(checkpoint, trial_config, arrays)
+    splits = data_splits(trial_config, len(arrays))
+    protocol = {**EIGEN_PROTOCOL.as_dict(), "split": splits.source, "test_frames": len(splits.test), "data_sha256": data_sha256}
+    RunLogger(client, run_id).log_epoch({f"test_{k}": v for k, v in test_metrics.items()}, step=trial_config.epochs)
+    model_uri = log_depth_model(model_from_checkpoint(checkpoint, expected=config.model), run_id, uri)
+    registration = register_version(
+        client, uri, model_uri, config.registered_name,
+        test_metrics=test_metrics, protocol=protocol, compare_on=config.champion_metric,
+        tags={
+            "sweep_run_id": sweep_run_id, "run_id": run_id, "trial_id": trial_id, "data_sha256": data_sha256,
+            **{f"param_{k}": str(v) for k, v in params.items()},
+        },
+    )
+    return registration, test_metrics
+
+
 def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.Result:
     """The trial with the best epoch among those that trained their whole budget (ASHA-stopped
     trials only when none did): a stopped trial's early score is not a finished result."""
@@ -130,6 +169,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         config.train = {**config.train, "model_cfg": model_config(config.profile, config.model)}
     train_extra = {"data": str(data.resolve()), "splits_file": config.splits_file}
     experiment_dir.mkdir(parents=True, exist_ok=True)
+    data_sha256 = file_sha256(data)
 
     with ExitStack() as stack:
         uri = _tracking_uri(config, stack, experiment_dir)
@@ -153,7 +193,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                     "num_samples": config.num_samples,
                     "max_concurrent": config.max_concurrent,
                     "data": str(data.resolve()),
-                    "data_sha256": file_sha256(data),
+                    "data_sha256": data_sha256,
                     "split": config.splits_file or f"random(seed={config.train.get('split_seed', 0)})",
                     "profile": config.profile,
                     "git_commit": git_commit(),
@@ -217,18 +257,26 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         best = best_finished_result(results, config)
         best_checkpoint = best.get_best_checkpoint(metric=config.metric, mode=config.mode)
         best_metrics = {k: float(v) for k, v in best.metrics.items() if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
-        parent.set_tags({"depthtune.best_run_id": best.metrics[RUN_ID_KEY], "depthtune.best_trial_id": best.metrics["trial_id"]})
+        best_params = {k: best.config[k] for k in config.space}
+        best_run_id, best_trial_id = best.metrics[RUN_ID_KEY], best.metrics["trial_id"]
+        parent.set_tags({"depthtune.best_run_id": best_run_id, "depthtune.best_trial_id": best_trial_id})
+        registration, test_metrics = _register_best(
+            config, client, uri, arrays, Path(best_checkpoint.path), best_params, best_run_id, best_trial_id,
+            parent.run_id, train_extra, data_sha256,
+        )
         outcome = SweepOutcome(
             sweep_run_id=parent.run_id,
             experiment_id=experiment_id,
             tracking_uri=uri,
             results_path=experiment_dir,
             trials=len(results),
-            best_trial_id=best.metrics["trial_id"],
-            best_run_id=best.metrics[RUN_ID_KEY],
-            best_params={k: best.config[k] for k in config.space},
+            best_trial_id=best_trial_id,
+            best_run_id=best_run_id,
+            best_params=best_params,
             best_metrics=best_metrics,
             best_checkpoint=Path(best_checkpoint.path),
+            test_metrics=test_metrics,
+            registration=registration,
         )
         parent.finish("FINISHED")
     return outcome
@@ -248,6 +296,11 @@ def summary_text(outcome: SweepOutcome, config: SweepConfig) -> str:
             f"best trial {outcome.best_trial_id} (MLflow run {outcome.best_run_id}): {params}",
             f"  last epoch: {metrics}",
             f"  best checkpoint: {outcome.best_checkpoint}",
+            f"  test split: abs_rel={outcome.test_metrics['abs_rel']:.4f}, rmse={outcome.test_metrics['rmse']:.4f}, "
+            f"delta1={outcome.test_metrics['delta1']:.4f}",
+            f"registered {outcome.registration.name} version {outcome.registration.version} as "
+            f"@{outcome.registration.alias} ({outcome.registration.reason}): load it with "
+            f"depthtune.load_model(\"{outcome.registration.name}@{outcome.registration.alias}\")",
             f"sweep run id: {outcome.sweep_run_id} (experiment {outcome.experiment_id})",
             f"look at it: {ui}",
         ]

@@ -80,3 +80,33 @@ def test_bad_search_range_is_refused_before_anything_starts(tmp_path, synthetic_
     with pytest.raises(ValueError, match="search_space.lr.low=-1"):
         sweep_config(synthetic_file, tmp_path, search_space={**SEARCH_SPACE, "lr": {"type": "loguniform", "low": -1, "high": 1}})
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_winner_is_registered_and_loadable(finished_sweep):
+    workdir, outcome = finished_sweep
+    assert (outcome.registration.name, outcome.registration.version, outcome.registration.alias) == ("net12", "1", "champion")
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    version = client.get_model_version("net12", "1")
+    assert version.run_id == outcome.best_run_id
+    assert version.tags["sweep_run_id"] == outcome.sweep_run_id and float(version.tags["test_abs_rel"]) > 0
+    assert "data_sha256" in version.tags and "param_lr" in version.tags
+    assert "test_abs_rel" in client.get_run(outcome.best_run_id).data.metrics
+
+
+def test_worse_second_sweep_leaves_the_champion_alone(finished_sweep, synthetic_file):
+    workdir, first = finished_sweep
+    previous = os.getcwd()
+    os.chdir(workdir)
+    try:
+        # Barely trained from a 0.1 m starting guess: certainly worse than the first sweep's winner.
+        hopeless = {**SEARCH_SPACE, "lr": {"type": "loguniform", "low": 1e-7, "high": 2e-7}}
+        train = {"epochs": 1, "batch_size": 8, "model_cfg": {"input_size": [64, 80], "width": 0.125, "init_depth": 0.1}}
+        second = run_sweep(
+            sweep_config(synthetic_file, workdir / "ray_results", name="hopeless", num_samples=1, search_space=hopeless, train=train)
+        )
+    finally:
+        os.chdir(previous)
+    assert second.test_metrics["abs_rel"] > first.test_metrics["abs_rel"]
+    assert (second.registration.version, second.registration.alias) == ("2", "challenger")
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    assert str(client.get_model_version_by_alias("net12", "champion").version) == "1"

@@ -100,4 +100,4 @@ def register_version(
         reason = f"test {compare_on} {new_value:.4f} vs champion v{champion.version} {old_value:.4f}"
     client.set_registered_model_alias(name, alias, str(version))
     logger.info("registered %s v%s as %s (%s)", name, version, alias, reason)
-    return Registration(name, str(version), alias, champion.version if champion else None, reason)
+    return Registration(name, str(version), alias, str(champion.version) if champion else None, reason)
