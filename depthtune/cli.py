@@ -74,6 +74,14 @@ def _add_tune_parser(commands: argparse._SubParsersAction) -> None:
     add_tune_arguments(tune)
 
 
+def _add_predict_parser(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser("predict", help="depth map of an image with a registered model")
+    predict.add_argument("image", help="RGB image file (PNG/JPEG)")
+    predict.add_argument("--model", required=True, help="registered model: NAME@ALIAS, NAME/VERSION or models:/...")
+    predict.add_argument("--out", required=True, help="output: .npy (metres, float32) or .png (16-bit millimetres)")
+    predict.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="depthtune", description=__doc__)
     root.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -82,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_demo_parser(commands)
     _add_tune_parser(commands)
+    _add_predict_parser(commands)
     return root
 
 
@@ -138,6 +147,30 @@ def run_tune(args: argparse.Namespace) -> None:
     logger.info("\n%s", summary_text(outcome, config))
 
 
+def _predict(args: argparse.Namespace) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from depthtune.loading import load_model
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".png"):
+        raise ValueError(f"--out {out}: expected a .npy or .png file name")
+    image_path = Path(args.image)
+    if not image_path.is_file():
+        raise FileNotFoundError(f"image {image_path} does not exist")
+    try:
+        rgb = np.asarray(Image.open(image_path).convert("RGB"))
+    except OSError as exc:
+        raise ValueError(f"image {image_path} could not be read as an image: {exc}") from exc
+    depth = load_model(args.model, tracking_uri=args.tracking_uri).predict(rgb)
+    if out.suffix == ".npy":
+        np.save(out, depth.astype(np.float32))
+    else:
+        Image.fromarray(np.clip(depth * 1000.0, 0, 65535).astype(np.uint16)).save(out)
+    logger.info("depth of %s (%dx%d, %.2f-%.2f m) -> %s", image_path, depth.shape[1], depth.shape[0], depth.min(), depth.max(), out)
+
+
 def _demo(args: argparse.Namespace) -> None:
     from depthtune.demo import DemoConfig, run_demo
 
@@ -151,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    handlers = {"data": _synth, "train": _train, "demo": _demo, "tune": run_tune}
+    handlers = {"data": _synth, "train": _train, "demo": _demo, "tune": run_tune, "predict": _predict}
     try:
         handlers[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:

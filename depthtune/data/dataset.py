@@ -70,5 +70,5 @@ class NYUDepthV2(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, frame]) if self.train else None
         image, target, mask = self.transform(self.arrays.images[frame], self.arrays.depths[frame], rng)
         if self.full_depth:
-            return image, target, mask, torch.from_numpy(np.ascontiguousarray(self.arrays.depths[frame]))
+            return image, target, mask, torch.tensor(self.arrays.depths[frame])
         return image, target, mask

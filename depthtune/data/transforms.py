@@ -93,7 +93,7 @@ class DepthTransform:
 
     def _warp_image(self, image: np.ndarray, theta: torch.Tensor) -> torch.Tensor:
         """uint8 HxWx3 frame -> float 3xhxw input (0..255) seen through ``theta``."""
-        rgb = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        rgb = torch.tensor(image).permute(2, 0, 1)[None].float()  # a copy: shared arrays are read-only
         rgb = F.interpolate(rgb, size=self._base_size, mode="bilinear", antialias=True, align_corners=False)
         grid = F.affine_grid(theta, [1, 3, *self.input_size], align_corners=False)
         return F.grid_sample(rgb, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
@@ -126,7 +126,7 @@ class DepthTransform:
         rgb = self._warp_image(image, theta)
         rgb = (rgb * torch.from_numpy(gains).float().view(3, 1, 1)).clamp(0.0, 255.0)
 
-        depth_t = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None, None]
+        depth_t = torch.tensor(depth, dtype=torch.float32)[None, None]
         depth_theta = compose(theta[0], self._output_to_input)[None]
         depth_grid = F.affine_grid(depth_theta, [1, 1, *self.output_size], align_corners=False)
         target = F.grid_sample(depth_t, depth_grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
