@@ -110,3 +110,27 @@ def test_worse_second_sweep_leaves_the_champion_alone(finished_sweep, synthetic_
     assert (second.registration.version, second.registration.alias) == ("2", "challenger")
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     assert str(client.get_model_version_by_alias("net12", "champion").version) == "1"
+
+
+def test_eight_concurrent_trials_on_the_embedded_store(tmp_path, synthetic_file):
+    """8 trials at once through the sweep's local server in front of ./mlflow.db: no lock errors,
+    every epoch of every trial recorded."""
+    previous = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        train = {"epochs": 2, "batch_size": 8, "model_cfg": {"input_size": [64, 80], "width": 0.125}}
+        outcome = run_sweep(
+            sweep_config(
+                synthetic_file, tmp_path / "ray_results", name="eight", num_samples=8, max_concurrent=8,
+                cpus_per_trial=0.25, grace_period=2, train=train,
+            )
+        )
+    finally:
+        os.chdir(previous)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    children = [r for r in client.search_runs([outcome.experiment_id]) if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 8 and {r.info.status for r in children} == {"FINISHED"}
+    for run in children:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
+    server_log = (tmp_path / "ray_results" / "eight" / "mlflow-server.log").read_text()
+    assert "database is locked" not in server_log
