@@ -105,6 +105,17 @@ def _tracking_uri(config: SweepConfig, stack: ExitStack, log_dir: Path) -> str:
     return server.uri
 
 
+def _parent_closer(parent: RunLogger):
+    """Exit handler ending the sweep's run: FINISHED, KILLED on Ctrl-C, FAILED on an error."""
+
+    def close(exc_type, exc, tb) -> bool:
+        status = "FINISHED" if exc_type is None else "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        parent.finish(status)
+        return False
+
+    return close
+
+
 def _load_state(experiment_dir: Path) -> dict[str, str] | None:
     path = experiment_dir / STATE_FILE
     return json.loads(path.read_text()) if path.is_file() else None
@@ -204,7 +215,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
             (experiment_dir / STATE_FILE).write_text(json.dumps({"parent_run_id": parent.run_id}))
         else:
             parent = RunLogger.resume(client, state["parent_run_id"])
-        stack.callback(lambda: parent.finish("FINISHED") if client.get_run(parent.run_id).info.status == "RUNNING" else None)
+        stack.push(_parent_closer(parent))
 
         arrays = read_nyu(data)
         trainable = tune.with_resources(
@@ -278,7 +289,6 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
             test_metrics=test_metrics,
             registration=registration,
         )
-        parent.finish("FINISHED")
     return outcome
 
 
