@@ -68,6 +68,7 @@ def run_trial(
                 "depthtune.device": str(pick_device(train_config.device)),
             },
         )
+        client.log_dict(run.run_id, train_config.as_dict(), "trial_config.json")
 
     def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
         save_run_id(checkpoint_dir, run.run_id)

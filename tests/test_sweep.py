@@ -3,6 +3,7 @@ MLflow server in front of the embedded SQLite store."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -62,6 +63,8 @@ def test_parent_and_one_nested_run_per_trial_with_every_epoch(finished_sweep):
             assert len(client.get_metric_history(run.info.run_id, key)) == epochs
         assert set(SEARCH_SPACE) <= set(run.data.params)
         assert run.data.tags["depthtune.sweep_run_id"] == outcome.sweep_run_id
+        config = json.loads((workdir / "mlartifacts" / outcome.experiment_id / run.info.run_id / "artifacts" / "trial_config.json").read_text())
+        assert config["lr"] == float(run.data.params["lr"]) and config["epochs"] == 3
     parent = client.get_run(outcome.sweep_run_id)
     assert {"search_space", "scheduler", "data_sha256", "git_commit", "version.ray"} <= set(parent.data.params)
     assert parent.data.tags["depthtune.best_run_id"] == outcome.best_run_id
