@@ -25,7 +25,7 @@ def parse_reference(reference: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["alias"], match["version"]
 
 
-def _check_exists(client: MlflowClient, name: str, alias: str | None, version: str | None) -> None:
+def check_exists(client: MlflowClient, name: str, alias: str | None, version: str | None) -> None:
     """Unknown names and aliases are errors that list what does exist."""
     try:
         model = client.get_registered_model(name)
@@ -46,7 +46,7 @@ def load_model(reference: str, tracking_uri: str | None = None, device: str = "c
     """A DepthPredictor for a registered model (``.predict(rgb) -> depth``, ``.module`` the torch model)."""
     name, alias, version = parse_reference(reference)
     uri = tracking_uri or mlflow.get_tracking_uri()
-    _check_exists(MlflowClient(uri), name, alias, version)
+    check_exists(MlflowClient(uri), name, alias, version)
     model_uri = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
     with tempfile.TemporaryDirectory() as directory, tracking_uri_scope(uri):  # models:/ resolves via the registry URI
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=directory))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from torch import nn
 
 from depthtune.checkpoints import model_from_checkpoint
 from depthtune.data import NYUArrays, read_nyu
@@ -31,7 +32,13 @@ def evaluate_checkpoint(
     checkpoint: str | Path, config: TrainConfig, arrays: NYUArrays, split: str = "test", protocol: EvalProtocol = EIGEN_PROTOCOL
 ) -> dict[str, float]:
     """Every depth metric of a checkpoint on one split of ``arrays`` under ``protocol``."""
-    model = model_from_checkpoint(checkpoint, expected=config.model)
+    return evaluate_model(model_from_checkpoint(checkpoint, expected=config.model), config, arrays, split, protocol)
+
+
+def evaluate_model(
+    model: nn.Module, config: TrainConfig, arrays: NYUArrays, split: str = "test", protocol: EvalProtocol = EIGEN_PROTOCOL
+) -> dict[str, float]:
+    """Every depth metric of a model on one split of ``arrays`` (split as ``config`` defines it)."""
     device = pick_device(config.device)
     loader = evaluation_loader(
         arrays, data_splits(config, len(arrays)), split, config.model, dict(model.config), config.eval_batch_size

@@ -16,8 +16,9 @@ from depthtune.train import SELECTABLE_METRICS, TrainConfig
 
 @dataclass
 class SweepConfig:
-    """Everything one sweep needs; ``train`` holds the fixed (untuned) training settings and
-    ``net12_model`` the registered Net12 a Net3 sweep refines."""
+    """Everything one sweep needs; ``train`` holds the fixed (untuned) training settings,
+    ``net12_model`` the registered Net12 a Net3 sweep refines, and ``preview_every`` /
+    ``preview_frames`` how often and on how many validation frames trials log prediction grids."""
 
     model: str
     search_space: dict[str, Any]
@@ -39,6 +40,8 @@ class SweepConfig:
     max_failures: int = 2
     keep_checkpoints: int = 2
     seed: int = 0
+    preview_every: int = 2
+    preview_frames: int = 4
     storage_path: str = "ray_results"
     tracking_uri: str | None = None
     net12_model: str = "models:/net12@champion"
@@ -90,12 +93,14 @@ class SweepConfig:
             problems.append(f"champion_metric={self.champion_metric!r}: expected one of {list(METRIC_NAMES)}")
         if self.metric not in SELECTABLE_METRICS:
             problems.append(f"metric={self.metric!r}: expected one of {list(SELECTABLE_METRICS)}")
-        for key in ("num_samples", "max_concurrent", "grace_period", "keep_checkpoints", "synthetic_scenes"):
+        for key in ("num_samples", "max_concurrent", "grace_period", "keep_checkpoints", "synthetic_scenes", "preview_every"):
             value = getattr(self, key)
             if not (isinstance(value, int) and value >= 1):
                 problems.append(f"{key}={value!r}: expected an integer >= 1")
         if not (isinstance(self.reduction_factor, int) and self.reduction_factor >= 2):
             problems.append(f"reduction_factor={self.reduction_factor!r}: expected an integer >= 2")
+        if not (isinstance(self.preview_frames, int) and self.preview_frames >= 0):
+            problems.append(f"preview_frames={self.preview_frames!r}: expected an integer >= 0 (0 = no prediction grids)")
         if self.max_failures < 0:
             problems.append(f"max_failures={self.max_failures!r}: expected >= 0")
         if self.cpus_per_trial <= 0:

@@ -95,7 +95,7 @@ class TrainConfig:
         if self.select_metric not in SELECTABLE_METRICS:
             problems.append(f"select_metric={self.select_metric!r}: expected one of {list(SELECTABLE_METRICS)}")
         if self.model == "net3" and not self.net12_checkpoint:
-            problems.append("model='net3' needs net12_checkpoint: the path of a trained Net12 checkpoint to refine")
+            problems.append("model='net3' needs net12_checkpoint: a trained Net12 to refine (a checkpoint path or models:/net12@ALIAS)")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -134,14 +134,28 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     return value > best if metric.startswith("val_delta") else value < best
 
 
-def build_model(config: TrainConfig) -> nn.Module:
-    """A fresh model for ``config``; Net3 wraps the frozen Net12 read from ``net12_checkpoint``."""
+def load_net12(reference: str) -> nn.Module:
+    """The Net12 a Net3 refines: a checkpoint path, or a registered model (``models:/net12@champion``,
+    read from the current MLflow tracking URI)."""
+    if reference.startswith("models:/"):
+        from depthtune.loading import load_model
+
+        module = load_model(reference).module
+        if module.name != "net12":
+            raise ValueError(f"net12_checkpoint: {reference} is a {module.name!r} model; expected a 'net12'")
+        return module
+    try:
+        return model_from_checkpoint(reference, expected="net12")
+    except CheckpointError as exc:
+        raise ValueError(f"net12_checkpoint: {exc}") from exc
+
+
+def build_model(config: TrainConfig, net12: nn.Module | None = None) -> nn.Module:
+    """A fresh model for ``config``; Net3 wraps a frozen Net12: ``net12`` when given (a sweep passes
+    the one it resolved once), else the one ``net12_checkpoint`` names."""
     if config.model == "net3":
-        try:
-            net12 = model_from_checkpoint(config.net12_checkpoint, expected="net12")
-        except CheckpointError as exc:
-            raise ValueError(f"net12_checkpoint: {exc}") from exc
-        return build("net3", net12=net12, **config.model_cfg)
+        base = net12 if net12 is not None else load_net12(config.net12_checkpoint)
+        return build("net3", net12=base, **config.model_cfg)
     return build(config.model, **config.model_cfg)
 
 
@@ -229,9 +243,11 @@ def train(
     arrays: NYUArrays | None = None,
     on_epoch: EpochCallback | None = None,
     resume_from: str | Path | None = None,
+    net12: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``config.model`` for ``config.epochs`` epochs, resuming exactly from a checkpoint
-    when given; after each epoch, ``on_epoch(metrics, checkpoint_dir)`` is called."""
+    when given; after each epoch, ``on_epoch(metrics, checkpoint_dir)`` is called. ``net12`` is
+    the Net3's base when the caller already holds it."""
     config.validate()
     device = pick_device(config.device)
     if arrays is None:
@@ -249,7 +265,7 @@ def train(
     if resume_state is not None:
         model = build(config.model, **resume_state["model_config"])
     else:
-        model = build_model(config)
+        model = build_model(config, net12)
     model.to(device)
     model_cfg = dict(model.config)
     loss_fn = loss_for_model(config.model, grad_weight=config.grad_weight)

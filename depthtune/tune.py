@@ -10,6 +10,7 @@ import logging
 import os
 import platform
 import subprocess
+import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import metadata
@@ -25,12 +26,14 @@ from depthtune.checkpoints import CHECKPOINT_FILE, model_from_checkpoint
 from depthtune.data import NYUArrays, read_nyu
 from depthtune.data.source import resolve_data
 from depthtune.metrics import EIGEN_PROTOCOL
+from depthtune.predictor import save_model_files
 from depthtune.profiles import model_config
-from depthtune.runner import evaluate_checkpoint
+from depthtune.runner import evaluate_model
 from depthtune.search_space import optuna_space
 from depthtune.searcher import BudgetAwareOptunaSearch
 from depthtune.sweep_config import SweepConfig
 from depthtune.tracking.callback import RunStatusCallback
+from depthtune.tracking.lineage import BaseModel, resolve_base_model
 from depthtune.tracking.registry import Registration, log_depth_model, register_version
 from depthtune.tracking.runs import RunLogger
 from depthtune.tracking.server import TrackingServer, embedded_store
@@ -116,6 +119,16 @@ def _parent_closer(parent: RunLogger):
     return close
 
 
+def _base_model(config: SweepConfig, state: dict[str, str] | None, uri: str) -> BaseModel | None:
+    """The Net12 under a Net3 sweep, pinned to one version; a resumed sweep keeps the version it began with."""
+    if config.model != "net3":
+        return None
+    reference = (state or {}).get("base_model", config.net12_model)
+    base = resolve_base_model(reference, uri, expected="net12")
+    logger.info("net3 refines %s (asked for %s; trained in run %s)", base.pinned, config.net12_model, base.source_run_id)
+    return base
+
+
 def _load_state(experiment_dir: Path) -> dict[str, str] | None:
     path = experiment_dir / STATE_FILE
     return json.loads(path.read_text()) if path.is_file() else None
@@ -133,24 +146,49 @@ def _register_best(
     sweep_run_id: str,
     train_extra: dict[str, Any],
     data_sha256: str,
+    lineage: dict[str, str],
 ) -> tuple[Registration, dict[str, float]]:
     """Evaluate the winner on the test split, log it as a model in its run, register a version."""
     trial_config = config.trial_config(params, **train_extra)
-    checkpoint = checkpoint_dir / CHECKPOINT_FILE
-    test_metrics = evaluate_checkpoint(checkpoint, trial_config, arrays)
+    model = model_from_checkpoint(checkpoint_dir / CHECKPOINT_FILE, expected=config.model)
+    test_metrics = evaluate_model(model, trial_config, arrays)
     splits = data_splits(trial_config, len(arrays))
     protocol = {**EIGEN_PROTOCOL.as_dict(), "split": splits.source, "test_frames": len(splits.test), "data_sha256": data_sha256}
     RunLogger(client, run_id).log_epoch({f"test_{k}": v for k, v in test_metrics.items()}, step=trial_config.epochs)
-    model_uri = log_depth_model(model_from_checkpoint(checkpoint, expected=config.model), run_id, uri)
+    model_uri = log_depth_model(model.cpu(), run_id, uri)
     registration = register_version(
         client, uri, model_uri, config.registered_name,
         test_metrics=test_metrics, protocol=protocol, compare_on=config.champion_metric,
         tags={
             "sweep_run_id": sweep_run_id, "run_id": run_id, "trial_id": trial_id, "data_sha256": data_sha256,
             **{f"param_{k}": str(v) for k, v in params.items()},
+            **{key.removeprefix("depthtune."): value for key, value in lineage.items()},
         },
     )
     return registration, test_metrics
+
+
+def best_checkpoint(result: tune.Result, config: SweepConfig) -> tuple[tune.Checkpoint, dict[str, Any]] | None:
+    """A trial's kept checkpoint with the best ``config.metric``, with that epoch's metrics."""
+    kept = [(checkpoint, metrics) for checkpoint, metrics in result.best_checkpoints if config.metric in metrics]
+    if not kept:
+        return None
+    pick = min if config.mode == "min" else max
+    return pick(kept, key=lambda pair: float(pair[1][config.metric]))
+
+
+def log_best_weights(client: MlflowClient, results: tune.ResultGrid, config: SweepConfig) -> None:
+    """Each trial's best checkpoint, as weights + architecture JSON, into its run's ``best_model/``."""
+    for result in results:
+        best = best_checkpoint(result, config)
+        run_id = (result.metrics or {}).get(RUN_ID_KEY)
+        if best is None or not run_id:
+            continue
+        checkpoint, metrics = best
+        with checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as staging:
+            save_model_files(model_from_checkpoint(Path(directory) / CHECKPOINT_FILE), staging)
+            client.log_artifacts(run_id, staging, "best_model")
+        RunLogger(client, run_id).set_tags({"depthtune.best_epoch": int(metrics["epoch"]) + 1, f"depthtune.best_{config.metric}": metrics[config.metric]})
 
 
 def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.Result:
@@ -178,7 +216,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
     data = resolve_data(config.data, synthetic_path=config.synthetic_path, synthetic_scenes=config.synthetic_scenes)
     if "model_cfg" not in config.train:
         config.train = {**config.train, "model_cfg": model_config(config.profile, config.model)}
-    train_extra = {"data": str(data.resolve()), "splits_file": config.splits_file}
+    train_extra: dict[str, Any] = {"data": str(data.resolve()), "splits_file": config.splits_file}
     experiment_dir.mkdir(parents=True, exist_ok=True)
     data_sha256 = file_sha256(data)
 
@@ -186,6 +224,10 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         uri = _tracking_uri(config, stack, experiment_dir)
         client = MlflowClient(uri)
         experiment_id = _experiment_id(client, config.experiment_name)
+        base = _base_model(config, state, uri)
+        lineage = base.tags() if base else {}
+        if base:
+            train_extra["net12_checkpoint"] = base.pinned
         started_ray = not ray.is_initialized()
         if started_ray:
             ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
@@ -208,11 +250,13 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                     "split": config.splits_file or f"random(seed={config.train.get('split_seed', 0)})",
                     "profile": config.profile,
                     "git_commit": git_commit(),
+                    **({"net12_model": base.reference} if base else {}),
                     **_versions(),
                 },
-                tags={"depthtune.kind": "sweep", "depthtune.host": platform.node()},
+                tags={"depthtune.kind": "sweep", "depthtune.host": platform.node(), **lineage},
             )
-            (experiment_dir / STATE_FILE).write_text(json.dumps({"parent_run_id": parent.run_id}))
+            state = {"parent_run_id": parent.run_id, **({"base_model": base.pinned} if base else {})}
+            (experiment_dir / STATE_FILE).write_text(json.dumps(state))
         else:
             parent = RunLogger.resume(client, state["parent_run_id"])
         stack.push(_parent_closer(parent))
@@ -223,8 +267,9 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                 run_trial,
                 sweep=config,
                 arrays=arrays,
-                tracking={"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent.run_id},
+                tracking={"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent.run_id, "lineage": lineage},
                 train_extra=train_extra,
+                base_model=base,
             ),
             {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
         )
@@ -260,21 +305,23 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                         checkpoint_score_attribute=config.metric,
                         checkpoint_score_order=config.mode,
                     ),
-                    callbacks=[RunStatusCallback(uri, config.epochs, RUN_ID_KEY)],
+                    callbacks=[RunStatusCallback(uri, config.epochs, RUN_ID_KEY, experiment_id, parent.run_id)],
                     verbose=1,
                 ),
             )
         results = tuner.fit()
+        log_best_weights(client, results, config)
         best = best_finished_result(results, config)
-        best_checkpoint = best.get_best_checkpoint(metric=config.metric, mode=config.mode)
+        winner_checkpoint, _ = best_checkpoint(best, config)
         best_metrics = {k: float(v) for k, v in best.metrics.items() if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
         best_params = {k: best.config[k] for k in config.space}
         best_run_id, best_trial_id = best.metrics[RUN_ID_KEY], best.metrics["trial_id"]
         parent.set_tags({"depthtune.best_run_id": best_run_id, "depthtune.best_trial_id": best_trial_id})
-        registration, test_metrics = _register_best(
-            config, client, uri, arrays, Path(best_checkpoint.path), best_params, best_run_id, best_trial_id,
-            parent.run_id, train_extra, data_sha256,
-        )
+        with winner_checkpoint.as_directory() as directory:
+            registration, test_metrics = _register_best(
+                config, client, uri, arrays, Path(directory), best_params, best_run_id, best_trial_id,
+                parent.run_id, train_extra, data_sha256, lineage,
+            )
         outcome = SweepOutcome(
             sweep_run_id=parent.run_id,
             experiment_id=experiment_id,
@@ -285,7 +332,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
             best_run_id=best_run_id,
             best_params=best_params,
             best_metrics=best_metrics,
-            best_checkpoint=Path(best_checkpoint.path),
+            best_checkpoint=Path(winner_checkpoint.path),
             test_metrics=test_metrics,
             registration=registration,
         )

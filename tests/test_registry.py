@@ -71,7 +71,9 @@ def test_load_by_name_alias_version_and_uri(registered, server):
         np.testing.assert_allclose(load_model(reference, tracking_uri=server.uri).predict(image), expected, rtol=1e-5)
 
 
-def test_fresh_process_loads_without_pickle(registered, server, tmp_path):
+@pytest.mark.parametrize("via", ["server", "sqlite-file"])
+def test_fresh_process_loads_without_pickle(registered, server, tmp_path, via):
+    """Only the package and the tracking URI: the server's, or the embedded store's file (no server)."""
     _, models, _ = registered
     image = np.random.default_rng(2).integers(0, 255, size=(120, 160, 3), dtype=np.uint8)
     np.save(tmp_path / "image.npy", image)
@@ -89,7 +91,8 @@ def test_fresh_process_loads_without_pickle(registered, server, tmp_path):
         print("LOADED")
         """
     )
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    uri = server.uri if via == "server" else server.backend_store_uri
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0 and "LOADED" in out.stdout, out.stderr[-3000:]
 

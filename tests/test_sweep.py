@@ -7,9 +7,11 @@ import json
 import os
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from conftest import SEARCH_SPACE, TINY
+from depthtune.loading import load_model
 from depthtune.sweep_config import SweepConfig
 from depthtune.tune import run_sweep
 
@@ -63,8 +65,13 @@ def test_parent_and_one_nested_run_per_trial_with_every_epoch(finished_sweep):
             assert len(client.get_metric_history(run.info.run_id, key)) == epochs
         assert set(SEARCH_SPACE) <= set(run.data.params)
         assert run.data.tags["depthtune.sweep_run_id"] == outcome.sweep_run_id
-        config = json.loads((workdir / "mlartifacts" / outcome.experiment_id / run.info.run_id / "artifacts" / "trial_config.json").read_text())
+        artifacts = workdir / "mlruns" / outcome.experiment_id / run.info.run_id / "artifacts"
+        config = json.loads((artifacts / "trial_config.json").read_text())
         assert config["lr"] == float(run.data.params["lr"]) and config["epochs"] == 3
+        assert {p.name for p in (artifacts / "best_model").iterdir()} == {"weights.pt", "model.json"}
+        assert 1 <= int(run.data.tags["depthtune.best_epoch"]) <= epochs
+        grids = sorted(p.name for p in (artifacts / "predictions").glob("*.png")) if epochs >= 2 else []
+        assert grids == [f"epoch_{e:03d}.png" for e in range(2, epochs + 1)]
     parent = client.get_run(outcome.sweep_run_id)
     assert {"search_space", "scheduler", "data_sha256", "git_commit", "version.ray"} <= set(parent.data.params)
     assert parent.data.tags["depthtune.best_run_id"] == outcome.best_run_id
@@ -137,3 +144,29 @@ def test_eight_concurrent_trials_on_the_embedded_store(tmp_path, synthetic_file)
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
     server_log = (tmp_path / "ray_results" / "eight" / "mlflow-server.log").read_text()
     assert "database is locked" not in server_log
+
+
+def test_net3_sweep_refines_the_registered_net12_and_records_it(finished_sweep, synthetic_file):
+    workdir, first = finished_sweep
+    previous = os.getcwd()
+    os.chdir(workdir)
+    try:
+        train = {"epochs": 2, "batch_size": 8, "model_cfg": dict(TINY["net3"])}
+        outcome = run_sweep(sweep_config(synthetic_file, workdir / "ray_results", model="net3", name="net3", num_samples=2, train=train))
+    finally:
+        os.chdir(previous)
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    client = MlflowClient(uri)
+    net12 = client.get_model_version_by_alias("net12", "champion")
+    lineage = {"base_model": f"models:/net12/{net12.version}", "base_model_run_id": net12.run_id}
+    assert (outcome.registration.name, outcome.registration.alias) == ("net3", "champion")
+    version = client.get_model_version("net3", outcome.registration.version)
+    assert {k: version.tags[k] for k in lineage} == lineage and version.tags["base_model_requested"] == "models:/net12@champion"
+    parent = client.get_run(outcome.sweep_run_id)
+    assert parent.data.params["net12_model"] == "models:/net12@champion"
+    runs = client.search_runs([outcome.experiment_id])
+    assert len(runs) == 3 and all(r.data.tags["depthtune.base_model"] == lineage["base_model"] for r in runs)
+    refined = load_model("net3@champion", tracking_uri=uri).module
+    base = load_model(lineage["base_model"], tracking_uri=uri).module
+    for name, tensor in base.state_dict().items():
+        assert torch.equal(refined.net12.state_dict()[name], tensor), name

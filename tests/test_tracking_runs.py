@@ -3,7 +3,7 @@
 import pytest
 from mlflow import MlflowClient
 
-from depthtune.tracking.runs import RunLogger, load_run_id, save_run_id
+from depthtune.tracking.runs import RunLogger, find_run
 from depthtune.tracking.server import TrackingServer, embedded_store
 
 
@@ -20,9 +20,9 @@ def test_child_run_nested_batched_and_resumed(server, tmp_path):
     parent = RunLogger.start(client, experiment, name="sweep", params={"num_samples": 4})
     child = RunLogger.start(client, experiment, name="trial_0", parent_run_id=parent.run_id, params={"lr": 0.01}, tags={"trial_id": "t0"})
     child.log_epoch({"val_loss": 0.5, "train_loss": 0.7, "nan_metric": float("nan")}, step=0)
-    save_run_id(tmp_path, child.run_id)
 
-    restored = RunLogger.resume(client, load_run_id(tmp_path))
+    restored = RunLogger.resume(client, find_run(client, experiment, {"trial_id": "t0", "mlflow.parentRunId": parent.run_id}))
+    assert restored.logged_steps("val_loss") == {0}
     assert client.get_run(restored.run_id).info.status == "RUNNING"
     restored.log_epoch({"val_loss": 0.4, "train_loss": 0.6}, step=1)
     restored.finish("KILLED")
@@ -44,5 +44,10 @@ def test_bad_status_is_refused(server):
         run.finish("DONE")
 
 
-def test_no_run_id_in_a_fresh_checkpoint(tmp_path):
-    assert load_run_id(tmp_path) is None
+def test_find_run_by_dotted_tags(server):
+    client = MlflowClient(server.uri)
+    experiment = client.create_experiment("find-test")
+    run = RunLogger.start(client, experiment, name="r", tags={"depthtune.trial_id": "abc_00001"})
+    RunLogger.start(client, experiment, name="other", tags={"depthtune.trial_id": "abc_00002"})
+    assert find_run(client, experiment, {"depthtune.trial_id": "abc_00001"}) == run.run_id
+    assert find_run(client, experiment, {"depthtune.trial_id": "abc_00003"}) is None

@@ -8,10 +8,11 @@ from mlflow import MlflowClient
 from depthtune.tracking.server import TrackingServer, embedded_store
 
 
-def test_server_on_embedded_store_is_what_mlflow_ui_reads(tmp_path):
+@pytest.mark.parametrize("proxy", [False, True], ids=["direct-artifacts", "proxied-artifacts"])
+def test_server_on_embedded_store_is_what_mlflow_ui_reads(tmp_path, proxy):
     backend, artifacts = embedded_store(tmp_path)
-    assert backend == f"sqlite:///{tmp_path.resolve()}/mlflow.db" and artifacts == tmp_path.resolve() / "mlartifacts"
-    with TrackingServer(backend, artifacts, log_path=tmp_path / "server.log") as server:
+    assert backend == f"sqlite:///{tmp_path.resolve()}/mlflow.db" and artifacts == tmp_path.resolve() / "mlruns"
+    with TrackingServer(backend, artifacts, proxy_artifacts=proxy, log_path=tmp_path / "server.log") as server:
         pid = server.pid
         client = MlflowClient(server.uri)
         experiment = client.create_experiment("probe")

@@ -1,31 +1,28 @@
-"""MLflow runs owned by depthtune rather than by Ray's helpers: a trial's run id travels in its
-checkpoint, so a trial restored by Tune continues its own run, and each epoch's metrics go out
-in one ``log_batch`` call instead of one request per value."""
+"""MLflow runs owned by depthtune rather than by Ray's helpers: runs are found again by their tags
+(a trial restored by Tune continues its own run), and each epoch's metrics go out in one
+``log_batch`` call instead of one request per value."""
 
 from __future__ import annotations
 
 import math
-import os
 import time
-from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-RUN_ID_FILE = "mlflow_run_id"
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+TRIAL_TAG, SWEEP_TAG = "depthtune.trial_id", "depthtune.sweep_run_id"
 
 
-def save_run_id(checkpoint_dir: str | os.PathLike, run_id: str) -> None:
-    """Record the run a checkpoint belongs to, inside the checkpoint directory."""
-    (Path(checkpoint_dir) / RUN_ID_FILE).write_text(run_id)
-
-
-def load_run_id(checkpoint_dir: str | os.PathLike) -> str | None:
-    """The run id recorded in a checkpoint directory, if any."""
-    path = Path(checkpoint_dir) / RUN_ID_FILE
-    return path.read_text().strip() if path.is_file() else None
+def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
+    """The id of the run in ``experiment_id`` carrying all ``tags`` (e.g. a trial's id under its
+    sweep), or None: how a trial that failed before its first checkpoint finds its run again."""
+    query = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=2)
+    if len(runs) > 1:
+        raise RuntimeError(f"more than one run in experiment {experiment_id} matches {tags}")
+    return runs[0].info.run_id if runs else None
 
 
 class RunLogger:
@@ -67,6 +64,10 @@ class RunLogger:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
         self.client.log_batch(self.run_id, metrics=batch)
+
+    def logged_steps(self, key: str) -> set[int]:
+        """The steps at which ``key`` was already logged (the epochs a resumed run must not repeat)."""
+        return {metric.step for metric in self.client.get_metric_history(self.run_id, key)}
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

@@ -1,0 +1,51 @@
+"""Prediction grids for a trial's MLflow run: for a fixed set of validation frames, one row each of
+RGB, ground truth and the model's prediction, the two depth maps on the row's own colour scale."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image, ImageDraw
+from torch import nn
+
+from depthtune.data import NYUArrays
+from depthtune.predictor import DepthPredictor
+
+COLUMNS = ("RGB", "ground truth", "prediction")
+HEADER = 18
+
+
+def colorize(depth: np.ndarray, low: float, high: float, colormap: str = "magma_r") -> np.ndarray:
+    """Depth (H, W) in metres -> RGB uint8 on [low, high]; invalid (<= 0 or NaN) pixels black."""
+    valid = np.isfinite(depth) & (depth > 0)
+    scaled = np.clip((np.nan_to_num(depth) - low) / max(high - low, 1e-6), 0.0, 1.0)
+    rgb = (colormaps[colormap](scaled)[..., :3] * 255).astype(np.uint8)
+    rgb[~valid] = 0
+    return rgb
+
+
+def _shrink(image: np.ndarray, factor: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((image.shape[1] // factor, image.shape[0] // factor), Image.BILINEAR))
+
+
+def prediction_grid(
+    model: nn.Module, arrays: NYUArrays, indices: list[int], title: str, device: str = "cpu", shrink: int = 2
+) -> Image.Image:
+    """One row per frame in ``indices``: RGB | ground truth | prediction, each ``1/shrink`` size."""
+    predictor = DepthPredictor(model, device)
+    rows = []
+    for index in indices:
+        rgb, truth = arrays.images[index], arrays.depths[index]
+        predicted = predictor.predict(rgb)
+        valid = truth[np.isfinite(truth) & (truth > 0)]
+        low, high = (float(valid.min()), float(valid.max())) if valid.size else (0.0, 10.0)
+        row = np.concatenate([rgb, colorize(truth, low, high), colorize(predicted, low, high)], axis=1)
+        rows.append(_shrink(row, shrink))
+    grid = np.concatenate(rows, axis=0)
+    canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + HEADER), "white")
+    canvas.paste(Image.fromarray(grid), (0, HEADER))
+    draw = ImageDraw.Draw(canvas)
+    column_width = grid.shape[1] // len(COLUMNS)
+    for i, name in enumerate(COLUMNS):
+        draw.text((i * column_width + 4, 3), f"{name}  ({title})" if i == 0 else name, fill="black")
+    return canvas
