@@ -50,7 +50,7 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--profile", help="auto, paper or cpu")
 
 
-SWEEP_FLAGS = ("data", "num_samples", "max_concurrent", "gpus_per_trial", "tracking_uri", "storage_path", "name")
+SWEEP_FLAGS = ("data", "num_samples", "max_concurrent", "gpus_per_trial", "tracking_uri", "storage_path", "name", "net12_model")
 
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,11 +61,14 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrent", dest="max_concurrent", type=int, help="trials at once")
     parser.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, help="GPUs per trial (fractions allowed)")
     parser.add_argument("--epochs", type=int, help="epochs per trial (ASHA's budget)")
-    parser.add_argument("--resume", action="store_true", help="continue the sweep of the same name whose driver died")
+    parser.add_argument("--resume", action="store_true", help="continue a sweep whose driver died (--name, or the latest)")
     parser.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow server, e.g. http://head:5000 (default: ./mlflow.db)")
     parser.add_argument("--storage-path", dest="storage_path", help="Tune storage (shared on a cluster)")
-    parser.add_argument("--name", help="sweep name (default <model>-sweep)")
+    parser.add_argument("--name", help="sweep name (default <model>-<date>-<time>; --resume without it takes the latest)")
     parser.add_argument("--profile", default="auto", help="auto (paper on GPU, cpu otherwise), paper, cpu")
+    parser.add_argument(
+        "--net12-model", dest="net12_model", help="net3 only: the Net12 to refine (default models:/net12@champion; or NAME/VERSION, a checkpoint)"
+    )
 
 
 def _add_tune_parser(commands: argparse._SubParsersAction) -> None:

@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import metadata
@@ -129,6 +130,23 @@ def _base_model(config: SweepConfig, state: dict[str, str] | None, uri: str) -> 
     return base
 
 
+def _save_state(experiment_dir: Path, state: dict[str, str]) -> None:
+    """The sweep's MLflow coordinates, rewritten by every driver that runs it: Tune restores its
+    callbacks from the first driver's pickle, so they read the current tracking URI from here."""
+    path = experiment_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, path)
+
+
+def _latest_sweep(storage: Path, model: str) -> str:
+    """The name of the most recently started sweep of ``model`` under ``storage`` (for a bare --resume)."""
+    sweeps = sorted((p.parent for p in storage.glob(f"{model}-*/{STATE_FILE}")), key=lambda p: p.stat().st_mtime)
+    if not sweeps:
+        raise FileNotFoundError(f"nothing to resume: no {model} sweep under {storage}")
+    return sweeps[-1].name
+
+
 def _load_state(experiment_dir: Path) -> dict[str, str] | None:
     path = experiment_dir / STATE_FILE
     return json.loads(path.read_text()) if path.is_file() else None
@@ -206,7 +224,7 @@ def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.
 def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
     """Run (or with ``resume`` continue) a sweep; returns the best trial and where results are."""
     storage = Path(config.storage_path).resolve()
-    name = config.name or f"{config.model}-sweep"
+    name = config.name or (_latest_sweep(storage, config.model) if resume else f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     experiment_dir = storage / name
     state = _load_state(experiment_dir)
     if resume and (state is None or not tune.Tuner.can_restore(str(experiment_dir))):
@@ -256,9 +274,9 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                 tags={"depthtune.kind": "sweep", "depthtune.host": platform.node(), **lineage},
             )
             state = {"parent_run_id": parent.run_id, **({"base_model": base.pinned} if base else {})}
-            (experiment_dir / STATE_FILE).write_text(json.dumps(state))
         else:
             parent = RunLogger.resume(client, state["parent_run_id"])
+        _save_state(experiment_dir, {**state, "tracking_uri": uri, "experiment_id": experiment_id})
         stack.push(_parent_closer(parent))
 
         arrays = read_nyu(data)
@@ -305,7 +323,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                         checkpoint_score_attribute=config.metric,
                         checkpoint_score_order=config.mode,
                     ),
-                    callbacks=[RunStatusCallback(uri, config.epochs, RUN_ID_KEY, experiment_id, parent.run_id)],
+                    callbacks=[RunStatusCallback(experiment_dir / STATE_FILE, config.epochs, RUN_ID_KEY)],
                     verbose=1,
                 ),
             )

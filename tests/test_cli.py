@@ -83,3 +83,11 @@ def test_demo_end_to_end(tmp_path):
     assert summary["configs"]["net3"]["net12_checkpoint"] == str(run_dir / "net12" / "best")
     assert "Results: " + str(run_dir) in out.stderr
     assert "| Net3 (on Net12) |" in (run_dir / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_net3_sweep_without_a_registered_net12_says_what_exists(tmp_path, synthetic_file):
+    out = depthtune("tune", "net3", "--data", str(synthetic_file), "--profile", "cpu", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "no registered model 'net12'; registered models: none" in out.stderr
+    assert not list(tmp_path.rglob("depthtune_sweep.json")), "a failed start must not leave a sweep to --resume"

@@ -56,3 +56,18 @@ def test_shipped_configs_are_valid(profile):
     for path in CONFIGS.glob("*.yaml"):
         if path.name != "demo.yaml":
             SweepConfig.from_dict(yaml.safe_load(path.read_text()), profile=profile, where=str(path))
+
+
+def test_resume_needs_a_sweep_and_a_new_sweep_never_overwrites_one(tmp_path):
+    """Both refusals come before any data, server or Ray is touched."""
+    from depthtune.tune import STATE_FILE, run_sweep
+
+    config = SweepConfig.from_dict(base(storage_path=str(tmp_path)), profile="cpu")
+    with pytest.raises(FileNotFoundError, match="nothing to resume: no net12 sweep under"):
+        run_sweep(config, resume=True)
+    (tmp_path / "net12-old").mkdir()
+    (tmp_path / "net12-old" / STATE_FILE).write_text('{"parent_run_id": "abc"}')
+    named = SweepConfig.from_dict(base(storage_path=str(tmp_path), name="net12-old"), profile="cpu")
+    with pytest.raises(FileExistsError, match="a sweep named 'net12-old' already exists"):
+        run_sweep(named)
+    assert (tmp_path / "net12-old" / STATE_FILE).read_text() == '{"parent_run_id": "abc"}'

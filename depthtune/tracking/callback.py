@@ -1,10 +1,14 @@
 """Driver-side Tune callback that gives every trial's MLflow run its terminal status: FINISHED
 when it trained all its epochs, KILLED when ASHA stopped it early, FAILED when it errored for good.
-(A stopped trial's process is ended by Tune, so the trial itself cannot say so.)"""
+(A stopped trial's process is ended by Tune, so the trial itself cannot say so.) Tune pickles
+callbacks with the sweep and a resumed sweep gets the first driver's copy, so the callback keeps
+only the path of the sweep's state file and reads the current tracking URI from it."""
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from mlflow import MlflowClient
 from ray.tune import Callback
@@ -20,18 +24,18 @@ class RunStatusCallback(Callback):
     trial's last result, or (for a trial that failed before its first epoch) the run of the sweep
     tagged with the trial's id."""
 
-    def __init__(self, tracking_uri: str, max_epochs: int, run_id_key: str, experiment_id: str, sweep_run_id: str) -> None:
-        self.tracking_uri = tracking_uri
+    def __init__(self, state_file: Path, max_epochs: int, run_id_key: str) -> None:
+        self.state_file = state_file
         self.max_epochs = max_epochs
         self.run_id_key = run_id_key
-        self.experiment_id = experiment_id
-        self.sweep_run_id = sweep_run_id
 
     def _finish(self, trial, status: str) -> None:
-        client = MlflowClient(self.tracking_uri)
+        state = json.loads(self.state_file.read_text())
+        client = MlflowClient(state["tracking_uri"])
         run_id = (trial.last_result or {}).get(self.run_id_key)
         if not run_id:
-            run_id = find_run(client, self.experiment_id, {TRIAL_TAG: trial.trial_id, SWEEP_TAG: self.sweep_run_id})
+            tags = {TRIAL_TAG: trial.trial_id, SWEEP_TAG: state["parent_run_id"]}
+            run_id = find_run(client, state["experiment_id"], tags)
         if not run_id:
             logger.warning("trial %s ended (%s) before opening an MLflow run: nothing to close", trial.trial_id, status)
             return
