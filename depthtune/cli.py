@@ -50,13 +50,14 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--profile", help="auto, paper or cpu")
 
 
-SWEEP_FLAGS = ("data", "num_samples", "max_concurrent", "gpus_per_trial", "tracking_uri", "storage_path", "name", "net12_model")
+SWEEP_FLAGS = ("data", "splits_file", "num_samples", "max_concurrent", "gpus_per_trial", "tracking_uri", "storage_path", "name", "net12_model")
 
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     """The sweep flags shared by `depthtune tune` and experiments/tune_*.py."""
     parser.add_argument("--config", help="sweep YAML (default experiments/configs/<model>.yaml)")
     parser.add_argument("--data", help="nyu_depth_v2_labeled.mat or a file in its layout (default: synthetic)")
+    parser.add_argument("--splits-file", dest="splits_file", help="NYU splits.mat for the standard Eigen split")
     parser.add_argument("--num-samples", dest="num_samples", type=int, help="trials to run")
     parser.add_argument("--max-concurrent", dest="max_concurrent", type=int, help="trials at once")
     parser.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, help="GPUs per trial (fractions allowed)")

@@ -4,6 +4,7 @@ per-profile overrides (e.g. a small CPU sweep) merged in before validation."""
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -29,6 +30,7 @@ class SweepConfig:
     splits_file: str | None = None
     synthetic_scenes: int = 300
     synthetic_path: str = "data/synthetic_nyu_300.mat"
+    synthetic_workers: int = max(1, min(4, os.cpu_count() or 1))
     profile: str = "auto"
     metric: str = "val_loss"
     num_samples: int = 8
@@ -93,7 +95,7 @@ class SweepConfig:
             problems.append(f"champion_metric={self.champion_metric!r}: expected one of {list(METRIC_NAMES)}")
         if self.metric not in SELECTABLE_METRICS:
             problems.append(f"metric={self.metric!r}: expected one of {list(SELECTABLE_METRICS)}")
-        for key in ("num_samples", "max_concurrent", "grace_period", "keep_checkpoints", "synthetic_scenes", "preview_every"):
+        for key in ("num_samples", "max_concurrent", "grace_period", "keep_checkpoints", "synthetic_scenes", "synthetic_workers", "preview_every"):
             value = getattr(self, key)
             if not (isinstance(value, int) and value >= 1):
                 problems.append(f"{key}={value!r}: expected an integer >= 1")

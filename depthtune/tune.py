@@ -231,7 +231,9 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         raise FileNotFoundError(f"nothing to resume: no sweep named {name!r} under {storage}")
     if not resume and state is not None:
         raise FileExistsError(f"a sweep named {name!r} already exists under {storage}; pass --resume or choose another name")
-    data = resolve_data(config.data, synthetic_path=config.synthetic_path, synthetic_scenes=config.synthetic_scenes)
+    data = resolve_data(
+        config.data, synthetic_path=config.synthetic_path, synthetic_scenes=config.synthetic_scenes, workers=config.synthetic_workers
+    )
     if "model_cfg" not in config.train:
         config.train = {**config.train, "model_cfg": model_config(config.profile, config.model)}
     train_extra: dict[str, Any] = {"data": str(data.resolve()), "splits_file": config.splits_file}

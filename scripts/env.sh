@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with depthtune and its test tools when it is missing, then activates it.
-# Sourced by scripts/demo.sh and scripts/test.sh so that both README commands work on a
+# Sourced by scripts/sweep.sh, scripts/demo.sh and scripts/test.sh so that both README commands work on a
 # machine with nothing installed. DEPTHTUNE_TORCH picks the torch requirement to pre-install
 # (default: the CPU build 2.13.0; set it to e.g. "torch>=2.4" on a CUDA machine).
 set -euo pipefail
