@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -101,6 +104,27 @@ def test_winner_is_registered_and_loadable(finished_sweep):
     assert version.tags["sweep_run_id"] == outcome.sweep_run_id and float(version.tags["test_abs_rel"]) > 0
     assert "data_sha256" in version.tags and "param_lr" in version.tags
     assert "test_abs_rel" in client.get_run(outcome.best_run_id).data.metrics
+
+
+def test_fresh_process_in_the_sweep_folder_loads_the_winner_by_name(finished_sweep):
+    """What a user does next: a new process in that folder, MLFLOW_TRACKING_URI unset (MLflow's
+    default sqlite:///mlflow.db), pickle loading forbidden; both loading paths agree."""
+    workdir, _ = finished_sweep
+    script = textwrap.dedent(
+        """
+        import numpy as np, mlflow, depthtune
+        image = np.random.default_rng(0).integers(0, 255, size=(480, 640, 3), dtype=np.uint8)
+        ours = depthtune.load_model("net12@champion").predict(image)
+        theirs = mlflow.pyfunc.load_model("models:/net12@champion").predict(image)
+        assert ours.shape == (480, 640) and (ours > 0).all()
+        np.testing.assert_allclose(theirs, ours, rtol=1e-5)
+        print("LOADED", mlflow.get_tracking_uri())
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and f"LOADED sqlite:///{workdir}/mlflow.db" in out.stdout, out.stderr[-3000:]
 
 
 def test_worse_second_sweep_leaves_the_champion_alone(finished_sweep, synthetic_file):
