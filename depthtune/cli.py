@@ -86,6 +86,21 @@ def _add_predict_parser(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
 
 
+def _add_dashboard_parser(commands: argparse._SubParsersAction) -> None:
+    dashboard = commands.add_parser("dashboard", help="(re)write a sweep's plotly dashboard from MLflow")
+    dashboard.add_argument("sweep_run_id", help="the sweep's parent run id (printed at the end of the sweep)")
+    dashboard.add_argument("--out", help="HTML file (default sweep_dashboard_<run id>.html here)")
+    dashboard.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+
+
+def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser("compare", help="plotly dashboard comparing registered models on the same test split")
+    compare.add_argument("models", nargs="*", help="NAME@ALIAS, NAME/VERSION or models:/... (default: the champions that exist)")
+    compare.add_argument("--out", help="HTML file (default comparison_<date>-<time>.html here)")
+    compare.add_argument("--data", help="the NYU-layout file the models were evaluated on (default: the one they were trained on)")
+    compare.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="depthtune", description=__doc__)
     root.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -95,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
     _add_demo_parser(commands)
     _add_tune_parser(commands)
     _add_predict_parser(commands)
+    _add_dashboard_parser(commands)
+    _add_compare_parser(commands)
     return root
 
 
@@ -175,6 +192,34 @@ def _predict(args: argparse.Namespace) -> None:
     logger.info("depth of %s (%dx%d, %.2f-%.2f m) -> %s", image_path, depth.shape[1], depth.shape[0], depth.min(), depth.max(), out)
 
 
+def _dashboard(args: argparse.Namespace) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from depthtune.dashboards.sweep import write_sweep_dashboard
+    from depthtune.dashboards.sweep_record import load_sweep
+
+    client = MlflowClient(args.tracking_uri or mlflow.get_tracking_uri())
+    try:
+        record = load_sweep(client, args.sweep_run_id)
+    except MlflowException as exc:
+        raise ValueError(f"no sweep run {args.sweep_run_id!r} at {client.tracking_uri}: {exc.message}") from None
+    path = write_sweep_dashboard(record, args.out or f"sweep_dashboard_{args.sweep_run_id}.html")
+    client.log_artifact(args.sweep_run_id, str(path))
+    logger.info("wrote %s (%d trials) and logged it to run %s", path, len(record.trials), args.sweep_run_id)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    import mlflow
+
+    from depthtune.dashboards.compare import run_compare
+
+    uri = args.tracking_uri or mlflow.get_tracking_uri()
+    path, run_id = run_compare(uri, args.models or None, args.out, args.data)
+    logger.info("comparison dashboard: %s (logged to MLflow run %s; look at it with: mlflow ui)", Path(path).resolve(), run_id)
+
+
 def _demo(args: argparse.Namespace) -> None:
     from depthtune.demo import DemoConfig, run_demo
 
@@ -188,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    handlers = {"data": _synth, "train": _train, "demo": _demo, "tune": run_tune, "predict": _predict}
+    handlers = {"data": _synth, "train": _train, "demo": _demo, "tune": run_tune, "predict": _predict, "dashboard": _dashboard, "compare": _compare}
     try:
         handlers[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:

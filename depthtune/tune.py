@@ -4,7 +4,6 @@ object store; every trial is a nested MLflow run under the sweep's parent run.""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,8 +23,10 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from depthtune.checkpoints import CHECKPOINT_FILE, model_from_checkpoint
+from depthtune.dashboards.sweep import write_sweep_dashboard
+from depthtune.dashboards.sweep_record import load_sweep
 from depthtune.data import NYUArrays, read_nyu
-from depthtune.data.source import resolve_data
+from depthtune.data.source import file_sha256, resolve_data
 from depthtune.metrics import EIGEN_PROTOCOL
 from depthtune.predictor import save_model_files
 from depthtune.profiles import model_config
@@ -44,6 +45,7 @@ from depthtune.trial import RUN_ID_KEY, run_trial
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "depthtune_sweep.json"
+DASHBOARD_FILE = "sweep_dashboard.html"
 PACKAGES = ("depthtune", "torch", "ray", "mlflow", "optuna", "numpy", "h5py")
 
 
@@ -63,14 +65,7 @@ class SweepOutcome:
     best_checkpoint: Path
     test_metrics: dict[str, float]
     registration: Registration
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    dashboard: Path
 
 
 def git_commit() -> str:
@@ -260,6 +255,9 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                 params={
                     "model": config.model,
                     "search_space": json.dumps(config.search_space, sort_keys=True),
+                    "metric": config.metric,
+                    "mode": config.mode,
+                    "epochs": config.epochs,
                     "searcher": f"OptunaSearch(TPE, seed={config.seed}, ASHA-stopped trials told as pruned)",
                     "scheduler": f"ASHA(metric={config.metric}, mode={config.mode}, max_t={config.epochs}, "
                     f"grace_period={config.grace_period}, reduction_factor={config.reduction_factor})",
@@ -342,6 +340,8 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                 config, client, uri, arrays, Path(directory), best_params, best_run_id, best_trial_id,
                 parent.run_id, train_extra, data_sha256, lineage,
             )
+        dashboard = write_sweep_dashboard(load_sweep(client, parent.run_id), experiment_dir / DASHBOARD_FILE)
+        client.log_artifact(parent.run_id, str(dashboard))
         outcome = SweepOutcome(
             sweep_run_id=parent.run_id,
             experiment_id=experiment_id,
@@ -355,6 +355,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
             best_checkpoint=Path(winner_checkpoint.path),
             test_metrics=test_metrics,
             registration=registration,
+            dashboard=dashboard,
         )
     return outcome
 
@@ -379,6 +380,7 @@ def summary_text(outcome: SweepOutcome, config: SweepConfig) -> str:
             f"@{outcome.registration.alias} ({outcome.registration.reason}): load it with "
             f"depthtune.load_model(\"{outcome.registration.name}@{outcome.registration.alias}\")",
             f"sweep run id: {outcome.sweep_run_id} (experiment {outcome.experiment_id})",
+            f"dashboard: {outcome.dashboard} (also an artifact of the sweep run)",
             f"look at it: {ui}",
         ]
     )

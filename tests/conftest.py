@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from depthtune.data import generate_dataset, read_nyu
+from depthtune.sweep_config import SweepConfig
+from depthtune.tune import SweepOutcome, run_sweep
 
 TINY = {
     "net12": {"input_size": (64, 80), "width": 0.125},
@@ -39,3 +44,57 @@ def synthetic_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synthetic_arrays(synthetic_file):
     return read_nyu(synthetic_file)
+
+
+def sweep_config(data, storage, **overrides) -> SweepConfig:
+    """A 4-trial Net12 sweep of tiny models, 3 epochs each; ASHA (grace 1, factor 2) stops some."""
+    values = {
+        "model": "net12",
+        "data": str(data),
+        "num_samples": 4,
+        "max_concurrent": 1,
+        "grace_period": 1,
+        "reduction_factor": 2,
+        "seed": 7,
+        "storage_path": str(storage),
+        "search_space": {**SEARCH_SPACE, "step_size": {"type": "int", "low": 1, "high": 3}},
+        "train": {"epochs": 3, "batch_size": 8, "model_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY["net12"].items()}},
+    }
+    values.update(overrides)
+    return SweepConfig.from_dict(values, profile="cpu")
+
+
+def run_in(directory: Path, config: SweepConfig) -> SweepOutcome:
+    """Run a sweep with ``directory`` as the working directory (where ./mlflow.db lives)."""
+    previous = os.getcwd()
+    os.chdir(directory)
+    try:
+        return run_sweep(config)
+    finally:
+        os.chdir(previous)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for every in-process sweep of the session (run_sweep reuses a running Ray
+    instead of starting and stopping its own, which costs about 10 s each time)."""
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory, synthetic_file, local_ray) -> tuple[Path, SweepOutcome]:
+    """One real Net12 sweep (real Ray, real MLflow server on ./mlflow.db) shared by the tests."""
+    workdir = tmp_path_factory.mktemp("sweep")
+    return workdir, run_in(workdir, sweep_config(synthetic_file, workdir / "ray_results"))
+
+
+@pytest.fixture(scope="session")
+def net3_sweep(finished_sweep, synthetic_file) -> SweepOutcome:
+    """A 2-trial Net3 sweep on the registered net12@champion, in the same store."""
+    workdir, _ = finished_sweep
+    train = {"epochs": 2, "batch_size": 8, "model_cfg": dict(TINY["net3"])}
+    return run_in(workdir, sweep_config(synthetic_file, workdir / "ray_results", model="net3", name="net3", num_samples=2, train=train))

@@ -50,6 +50,9 @@ def test_synth_then_train(tmp_path, synthetic_file):
         (["train", "--model", "net3", "--data", "{data}", "--net12-checkpoint", "nope.pt"], "nope.pt"),
         (["train", "--model", "net12", "--data", "{data}", "--profile", "gpu"], "profile 'gpu'"),
         (["data", "synth", "--n", "0", "--out", "x.mat"], "n=0"),
+        (["compare"], "no champion of ['net12', 'net3', 'fcrn'] is registered"),
+        (["compare", "unet@champion"], "no registered model 'unet'"),
+        (["dashboard", "abc123"], "no sweep run 'abc123'"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, synthetic_file, args, message):

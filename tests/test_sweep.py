@@ -13,41 +13,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import SEARCH_SPACE, TINY
+from conftest import SEARCH_SPACE, run_in, sweep_config
 from depthtune.loading import load_model
-from depthtune.sweep_config import SweepConfig
-from depthtune.tune import run_sweep
 
 pytestmark = pytest.mark.slow
-
-
-def sweep_config(data, storage, **overrides) -> SweepConfig:
-    values = {
-        "model": "net12",
-        "data": str(data),
-        "num_samples": 4,
-        "max_concurrent": 1,
-        "grace_period": 1,
-        "reduction_factor": 2,
-        "seed": 7,
-        "storage_path": str(storage),
-        "search_space": {**SEARCH_SPACE, "step_size": {"type": "int", "low": 1, "high": 3}},
-        "train": {"epochs": 3, "batch_size": 8, "model_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY["net12"].items()}},
-    }
-    values.update(overrides)
-    return SweepConfig.from_dict(values, profile="cpu")
-
-
-@pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory, synthetic_file):
-    workdir = tmp_path_factory.mktemp("sweep")
-    previous = os.getcwd()
-    os.chdir(workdir)
-    try:
-        outcome = run_sweep(sweep_config(synthetic_file, workdir / "ray_results"))
-    finally:
-        os.chdir(previous)
-    return workdir, outcome
 
 
 def test_parent_and_one_nested_run_per_trial_with_every_epoch(finished_sweep):
@@ -129,38 +98,26 @@ def test_fresh_process_in_the_sweep_folder_loads_the_winner_by_name(finished_swe
 
 def test_worse_second_sweep_leaves_the_champion_alone(finished_sweep, synthetic_file):
     workdir, first = finished_sweep
-    previous = os.getcwd()
-    os.chdir(workdir)
-    try:
-        # Barely trained from a 0.1 m starting guess: certainly worse than the first sweep's winner.
-        hopeless = {**SEARCH_SPACE, "lr": {"type": "loguniform", "low": 1e-7, "high": 2e-7}}
-        train = {"epochs": 1, "batch_size": 8, "model_cfg": {"input_size": [64, 80], "width": 0.125, "init_depth": 0.1}}
-        second = run_sweep(
-            sweep_config(synthetic_file, workdir / "ray_results", name="hopeless", num_samples=1, search_space=hopeless, train=train)
-        )
-    finally:
-        os.chdir(previous)
+    # Barely trained from a 0.1 m starting guess: certainly worse than the first sweep's winner.
+    hopeless = {**SEARCH_SPACE, "lr": {"type": "loguniform", "low": 1e-7, "high": 2e-7}}
+    train = {"epochs": 1, "batch_size": 8, "model_cfg": {"input_size": [64, 80], "width": 0.125, "init_depth": 0.1}}
+    second = run_in(
+        workdir, sweep_config(synthetic_file, workdir / "ray_results", name="hopeless", num_samples=1, search_space=hopeless, train=train)
+    )
     assert second.test_metrics["abs_rel"] > first.test_metrics["abs_rel"]
     assert (second.registration.version, second.registration.alias) == ("2", "challenger")
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     assert str(client.get_model_version_by_alias("net12", "champion").version) == "1"
 
 
-def test_eight_concurrent_trials_on_the_embedded_store(tmp_path, synthetic_file):
+def test_eight_concurrent_trials_on_the_embedded_store(tmp_path, synthetic_file, local_ray):
     """8 trials at once through the sweep's local server in front of ./mlflow.db: no lock errors,
     every epoch of every trial recorded."""
-    previous = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        train = {"epochs": 2, "batch_size": 8, "model_cfg": {"input_size": [64, 80], "width": 0.125}}
-        outcome = run_sweep(
-            sweep_config(
-                synthetic_file, tmp_path / "ray_results", name="eight", num_samples=8, max_concurrent=8,
-                cpus_per_trial=0.25, grace_period=2, train=train,
-            )
-        )
-    finally:
-        os.chdir(previous)
+    train = {"epochs": 2, "batch_size": 8, "model_cfg": {"input_size": [64, 80], "width": 0.125}}
+    config = sweep_config(
+        synthetic_file, tmp_path / "ray_results", name="eight", num_samples=8, max_concurrent=8, cpus_per_trial=0.25, grace_period=2, train=train
+    )
+    outcome = run_in(tmp_path, config)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     children = [r for r in client.search_runs([outcome.experiment_id]) if r.data.tags.get("mlflow.parentRunId")]
     assert len(children) == 8 and {r.info.status for r in children} == {"FINISHED"}
@@ -170,15 +127,9 @@ def test_eight_concurrent_trials_on_the_embedded_store(tmp_path, synthetic_file)
     assert "database is locked" not in server_log
 
 
-def test_net3_sweep_refines_the_registered_net12_and_records_it(finished_sweep, synthetic_file):
-    workdir, first = finished_sweep
-    previous = os.getcwd()
-    os.chdir(workdir)
-    try:
-        train = {"epochs": 2, "batch_size": 8, "model_cfg": dict(TINY["net3"])}
-        outcome = run_sweep(sweep_config(synthetic_file, workdir / "ray_results", model="net3", name="net3", num_samples=2, train=train))
-    finally:
-        os.chdir(previous)
+def test_net3_sweep_refines_the_registered_net12_and_records_it(finished_sweep, net3_sweep):
+    workdir, _ = finished_sweep
+    outcome = net3_sweep
     uri = f"sqlite:///{workdir}/mlflow.db"
     client = MlflowClient(uri)
     net12 = client.get_model_version_by_alias("net12", "champion")

@@ -47,7 +47,7 @@ def _kill_trial_after(client: MlflowClient, experiment: str, epochs: int, killed
         time.sleep(0.1)
 
 
-def test_a_killed_trial_resumes_from_its_checkpoint_into_its_own_run(tmp_path, synthetic_file):
+def test_a_killed_trial_resumes_from_its_checkpoint_into_its_own_run(tmp_path, synthetic_file, local_ray):
     with TrackingServer(*embedded_store(tmp_path), log_path=tmp_path / "server.log") as server:
         config = SweepConfig.from_dict(
             {

@@ -3,7 +3,9 @@ once into a cache path and reused by every later run."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -34,3 +36,12 @@ def resolve_data(data: str | None, *, synthetic_path: str, synthetic_scenes: int
     generate_dataset(path, synthetic_scenes, seed=synthetic_seed, workers=workers, progress=progress)
     logger.info("generated %s in %.0f s", path, time.perf_counter() - started)
     return path
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks (the NYU file is 2.8 GB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
