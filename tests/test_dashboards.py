@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from depthtune.dashboards.compare import Comparison, build_comparison, comparison_figures, run_compare
+from depthtune.dashboards.compare import (
+    Comparison,
+    build_comparison,
+    comparison_figures,
+    log_comparison,
+    write_comparison_dashboard,
+)
 from depthtune.dashboards.comparison import DEPTH_BINS, ModelEntry, check_same_protocol
 from depthtune.dashboards.published import PUBLISHED, PUBLISHED_MARK
 from depthtune.dashboards.sweep import sweep_figures
@@ -48,8 +54,10 @@ def sweep_dashboard(finished_sweep):
 def comparison(finished_sweep, net3_sweep) -> tuple[Path, Comparison, Path, str]:
     workdir, _ = finished_sweep
     uri = f"sqlite:///{workdir}/mlflow.db"
-    path, run_id = run_compare(uri, None, str(workdir / "comparison.html"))
-    return workdir, build_comparison(MlflowClient(uri), uri), path, run_id
+    client = MlflowClient(uri)
+    built = build_comparison(client, uri)
+    path = write_comparison_dashboard(built, workdir / "comparison.html")
+    return workdir, built, path, log_comparison(client, built, path)
 
 
 def test_sweep_dashboard_is_written_logged_and_self_contained(sweep_dashboard):

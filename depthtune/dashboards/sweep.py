@@ -151,22 +151,26 @@ def top_trials_table(record: SweepRecord, count: int = TOP_TRIALS) -> go.Figure:
     return figure
 
 
-def sweep_figures(record: SweepRecord) -> dict[str, go.Figure]:
-    """Every figure of the dashboard by name (the test inspects these)."""
-    importance, _ = parameter_importance(record)
-    return {
+def _figures_and_importance_note(record: SweepRecord) -> tuple[dict[str, go.Figure], str]:
+    importance, note = parameter_importance(record)
+    figures = {
         "parallel_coordinates": parallel_coordinates(record),
         "learning_curves": learning_curves(record),
         "importance": importance,
         "scatter": hyperparameter_scatter(record),
         "top_trials": top_trials_table(record),
     }
+    return figures, note
+
+
+def sweep_figures(record: SweepRecord) -> dict[str, go.Figure]:
+    """Every figure of the dashboard by name (the test inspects these)."""
+    return _figures_and_importance_note(record)[0]
 
 
 def write_sweep_dashboard(record: SweepRecord, path: str | Path) -> Path:
     """The whole dashboard as one self-contained HTML file."""
-    figures = sweep_figures(record)
-    _, importance_note = parameter_importance(record)
+    figures, importance_note = _figures_and_importance_note(record)
     stopped = sum(record.stopped_early(t) for t in record.trials)
     notes = [
         f"Sweep run {record.sweep_run_id} ({record.model}): {len(record.trials)} trials, {len(record.finished())} trained all "
