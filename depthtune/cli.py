@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,7 +51,12 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--profile", help="auto, paper or cpu")
 
 
-SWEEP_FLAGS = ("data", "splits_file", "num_samples", "max_concurrent", "gpus_per_trial", "tracking_uri", "storage_path", "name", "net12_model")
+SWEEP_FLAGS = (
+    "data", "splits_file", "num_samples", "max_concurrent", "gpus_per_trial", "tracking_uri", "storage_path", "name", "net12_model",
+    "ray_address",
+)
+# Environment a cluster's nodes set for every sweep: above the YAML, below the flags.
+SWEEP_ENVIRONMENT = {"tracking_uri": "MLFLOW_TRACKING_URI", "storage_path": "DEPTHTUNE_STORAGE_PATH", "ray_address": "RAY_ADDRESS"}
 
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,8 +69,15 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, help="GPUs per trial (fractions allowed)")
     parser.add_argument("--epochs", type=int, help="epochs per trial (ASHA's budget)")
     parser.add_argument("--resume", action="store_true", help="continue a sweep whose driver died (--name, or the latest)")
-    parser.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow server, e.g. http://head:5000 (default: ./mlflow.db)")
-    parser.add_argument("--storage-path", dest="storage_path", help="Tune storage (shared on a cluster)")
+    parser.add_argument(
+        "--tracking-uri", dest="tracking_uri", help="MLflow server, e.g. http://head:5000 (default: MLFLOW_TRACKING_URI, else ./mlflow.db)"
+    )
+    parser.add_argument(
+        "--storage-path", dest="storage_path", help="Tune storage, shared by all nodes on a cluster (default: DEPTHTUNE_STORAGE_PATH or the YAML's)"
+    )
+    parser.add_argument(
+        "--address", dest="ray_address", help="Ray cluster to run on, e.g. 10.0.0.5:6379 (default: RAY_ADDRESS, else a local Ray)"
+    )
     parser.add_argument("--name", help="sweep name (default <model>-<date>-<time>; --resume without it takes the latest)")
     parser.add_argument("--profile", default="auto", help="auto (paper on GPU, cpu otherwise), paper, cpu")
     parser.add_argument(
@@ -101,6 +114,50 @@ def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
 
 
+def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="the shared MLflow tracking service of a cluster: start, stop, status")
+    serve_commands = serve.add_subparsers(dest="serve_command", required=True)
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument("--state-dir", dest="state_dir", help="pid file, log, auth config (default: $DEPTHTUNE_STATE_DIR or ~/.depthtune/tracking)")
+    start = serve_commands.add_parser(
+        "start", parents=[state],
+        help="start mlflow server (detached) with basic-auth; admin credentials from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD",
+    )
+    start.add_argument(
+        "--backend-store-uri", dest="backend_store_uri",
+        help="e.g. postgresql://mlflow@db:5432/mlflow (default: $DEPTHTUNE_BACKEND_STORE_URI; a missing password comes from $DEPTHTUNE_DB_PASSWORD)",
+    )
+    start.add_argument(
+        "--artifacts-destination", dest="artifacts_destination",
+        help="shared folder or s3://bucket/path, proxied through the server (default: $DEPTHTUNE_ARTIFACTS_DESTINATION)",
+    )
+    start.add_argument("--host", help="address to bind (default: $DEPTHTUNE_TRACKING_HOST or 127.0.0.1; on a cluster the head's private IP)")
+    start.add_argument("--port", type=int, help="default: $DEPTHTUNE_TRACKING_PORT or 5000")
+    start.add_argument("--no-auth", dest="no_auth", action="store_true", help="no basic-auth (only for a server nobody else can reach)")
+    start.add_argument(
+        "--auth-database-uri", dest="auth_database_uri",
+        help="users and permissions (default: $DEPTHTUNE_AUTH_DATABASE_URI, else database mlflow_auth on the backend's PostgreSQL, else SQLite in the state dir)",
+    )
+    start.add_argument(
+        "--default-permission", dest="default_permission", default="READ", choices=("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"),
+        help="what users get on experiments they did not create (default READ)",
+    )
+    start.add_argument("--workers", type=int, default=2, help="uvicorn workers (default 2)")
+    start.add_argument("--allowed-hosts", dest="allowed_hosts", help="Host headers to accept besides localhost and private IPs (e.g. head.example.org)")
+    start.add_argument("--foreground", action="store_true", help="serve until Ctrl-C / SIGTERM instead of detaching")
+    serve_commands.add_parser("stop", parents=[state], help="stop the server started from --state-dir (its whole process group)")
+    serve_commands.add_parser("status", parents=[state], help="is it running and answering? (exit 3 if not)")
+    postgres = serve_commands.add_parser("postgres", help="a private PostgreSQL for a single head node (password from $DEPTHTUNE_DB_PASSWORD)")
+    postgres_commands = postgres.add_subparsers(dest="postgres_command", required=True)
+    postgres_start = postgres_commands.add_parser("start", help="initdb on first use, start detached on 127.0.0.1, create the databases")
+    postgres_start.add_argument("--dir", required=True, help="cluster directory (data/, postgres.log)")
+    postgres_start.add_argument("--port", type=int, default=5432)
+    postgres_start.add_argument("--user", default="mlflow", help="role (default mlflow)")
+    postgres_start.add_argument("--database", dest="databases", action="append", help="database to create (repeatable; default mlflow and mlflow_auth)")
+    postgres_stop = postgres_commands.add_parser("stop", help="pg_ctl stop -m fast on --dir")
+    postgres_stop.add_argument("--dir", required=True)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="depthtune", description=__doc__)
     root.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -112,6 +169,7 @@ def parser() -> argparse.ArgumentParser:
     _add_predict_parser(commands)
     _add_dashboard_parser(commands)
     _add_compare_parser(commands)
+    _add_serve_parser(commands)
     return root
 
 
@@ -155,10 +213,11 @@ def run_tune(args: argparse.Namespace) -> None:
     values = read_yaml(path)
     if values.get("model", args.model) != args.model:
         raise ValueError(f"{path} configures model {values['model']!r}, not {args.model!r}")
-    overrides = _overrides(args, SWEEP_FLAGS)
+    overrides = {key: os.environ[name] for key, name in SWEEP_ENVIRONMENT.items() if os.environ.get(name)}
+    overrides.update(_overrides(args, SWEEP_FLAGS))
     if args.epochs is not None:
         overrides["train"] = {"epochs": args.epochs}
-    profile = resolve_profile(args.profile)
+    profile = resolve_profile(args.profile, cluster=bool(overrides.get("ray_address")))
     config = SweepConfig.from_dict(values, profile=profile, where=str(path), overrides=overrides)
     logger.info(
         "sweeping %s (%s profile): %d trials, %d at a time, %d epochs each",
@@ -228,12 +287,48 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(DemoConfig.from_dict(values, where=args.config))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from depthtune.tracking import service
+
+    try:
+        if args.serve_command == "start":
+            config = service.service_config(
+                args.backend_store_uri, args.artifacts_destination, args.state_dir, args.host, args.port,
+                auth=not args.no_auth, auth_database_uri=args.auth_database_uri, default_permission=args.default_permission,
+                workers=args.workers, allowed_hosts=args.allowed_hosts,
+            )
+            status = service.start_service(config, foreground=args.foreground)
+            if not args.foreground:
+                print(service.started_message(status), flush=True)
+        elif args.serve_command == "stop":
+            state_dir = args.state_dir or service.default_state_dir()
+            print("stopped" if service.stop_service(state_dir) else f"no mlflow server was running from {state_dir}")
+        elif args.serve_command == "status":
+            status = service.service_status(args.state_dir or service.default_state_dir())
+            print(status.describe())
+            if not (status.running and status.healthy):
+                raise SystemExit(3)
+        elif args.postgres_command == "start":
+            postgres = service.start_postgres(args.dir, args.port, args.user, tuple(args.databases or ("mlflow", "mlflow_auth")))
+            print(
+                f"PostgreSQL running on 127.0.0.1:{postgres.port} (pid {postgres.pid}, data {postgres.data_dir}, log {postgres.log_path})\n"
+                f"  backend store: DEPTHTUNE_BACKEND_STORE_URI=postgresql://{postgres.user}@127.0.0.1:{postgres.port}/mlflow "
+                "with DEPTHTUNE_DB_PASSWORD set\n"
+                f"  stop it: depthtune serve postgres stop --dir {args.dir}"
+            )
+        else:
+            print("stopped" if service.stop_postgres(args.dir) else f"no PostgreSQL was running in {args.dir}")
+    except (RuntimeError, TimeoutError) as exc:
+        logger.error("%s", exc)
+        raise SystemExit(1) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    handlers = {"data": _synth, "train": _train, "demo": _demo, "tune": run_tune, "predict": _predict, "dashboard": _dashboard, "compare": _compare}
+    handlers = {"data": _synth, "train": _train, "demo": _demo, "tune": run_tune, "predict": _predict, "dashboard": _dashboard, "compare": _compare, "serve": _serve}
     try:
         handlers[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:

@@ -18,11 +18,13 @@ PROFILES: dict[str, dict[str, dict]] = {
 }
 
 
-def resolve_profile(profile: str) -> str:
-    """'auto' -> 'paper' when a GPU is visible, else 'cpu'; other names are checked."""
+def resolve_profile(profile: str, cluster: bool = False) -> str:
+    """'auto' -> 'paper' when a GPU is visible or the sweep goes to a Ray ``cluster`` (whose GPU
+    workers may not have started yet), else 'cpu'; other names are checked."""
     if profile == "auto":
-        chosen = "paper" if torch.cuda.is_available() else "cpu"
-        logger.info("profile 'auto' -> %r (%s)", chosen, "GPU visible" if chosen == "paper" else "no GPU: small models")
+        chosen = "paper" if cluster or torch.cuda.is_available() else "cpu"
+        reason = "Ray cluster" if cluster else "GPU visible" if chosen == "paper" else "no GPU: small models"
+        logger.info("profile 'auto' -> %r (%s)", chosen, reason)
         return chosen
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected 'auto' or one of {sorted(PROFILES)}")

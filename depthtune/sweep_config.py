@@ -18,8 +18,10 @@ from depthtune.train import SELECTABLE_METRICS, TrainConfig
 @dataclass
 class SweepConfig:
     """Everything one sweep needs; ``train`` holds the fixed (untuned) training settings,
-    ``net12_model`` the registered Net12 a Net3 sweep refines, and ``preview_every`` /
-    ``preview_frames`` how often and on how many validation frames trials log prediction grids."""
+    ``net12_model`` the registered Net12 a Net3 sweep refines, ``preview_every`` /
+    ``preview_frames`` how often and on how many validation frames trials log prediction grids,
+    ``ray_address`` the cluster to run on (None: ``RAY_ADDRESS`` or a local Ray) and
+    ``resources_per_trial`` custom Ray resources each trial needs besides CPUs and GPUs."""
 
     model: str
     search_space: dict[str, Any]
@@ -37,6 +39,7 @@ class SweepConfig:
     max_concurrent: int = 2
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    resources_per_trial: dict[str, float] = field(default_factory=dict)
     grace_period: int = 1
     reduction_factor: int = 2
     max_failures: int = 2
@@ -46,6 +49,7 @@ class SweepConfig:
     preview_frames: int = 4
     storage_path: str = "ray_results"
     tracking_uri: str | None = None
+    ray_address: str | None = None
     net12_model: str = "models:/net12@champion"
     register_as: str | None = None
     champion_metric: str = "abs_rel"
@@ -109,6 +113,12 @@ class SweepConfig:
             problems.append(f"cpus_per_trial={self.cpus_per_trial!r}: expected > 0")
         if self.gpus_per_trial < 0 or (self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial)):
             problems.append(f"gpus_per_trial={self.gpus_per_trial!r}: expected a fraction in [0, 1] or a whole number")
+        for resource, amount in self.resources_per_trial.items():
+            if resource.lower() in ("cpu", "gpu") or not isinstance(amount, (int, float)) or amount <= 0:
+                problems.append(
+                    f"resources_per_trial[{resource!r}]={amount!r}: expected a custom resource name with an amount > 0 "
+                    "(CPUs and GPUs have cpus_per_trial / gpus_per_trial)"
+                )
         tuned_in_train = sorted(set(self.train) & set(TUNED))
         if tuned_in_train:
             problems.append(f"train: {tuned_in_train} are tuned; set their ranges in search_space instead")

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 EpochCallback = Callable[[dict[str, float], Path], None]
 SELECTABLE_METRICS = ("val_loss",) + tuple(f"val_{name}" for name in METRIC_NAMES)
+EPOCH_METRICS = ("epoch", "train_loss", *SELECTABLE_METRICS, "lr", "epoch_seconds", "images_per_second")
 
 
 @dataclass

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +20,48 @@ import torch
 from mlflow import MlflowClient
 from ray import tune
 
-from depthtune.checkpoints import CHECKPOINT_FILE, model_from_checkpoint
+from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint, save_checkpoint
 from depthtune.data import NYUArrays
 from depthtune.sweep_config import SweepConfig
 from depthtune.tracking.lineage import BaseModel
 from depthtune.tracking.previews import prediction_grid
-from depthtune.tracking.runs import SWEEP_TAG, TRIAL_TAG, RunLogger, find_run
-from depthtune.train import TrainConfig, data_splits, pick_device, train
+from depthtune.tracking.runs import RUN_ID_KEY, SWEEP_TAG, TIMESTAMP_KEY, TRIAL_TAG, RunLogger, find_run
+from depthtune.tracking.writer import BackgroundWriter
+from depthtune.train import TrainConfig, data_splits, is_better, pick_device, train
 
 logger = logging.getLogger(__name__)
 
-RUN_ID_KEY = "mlflow_run_id"
 TRIAL_STATE_FILE = "trial_state.json"
+BEST_DIR = "best"
+FLUSH_TIMEOUT_S = 600.0
+# Tune may stop a trial (ASHA) at any report, ending its process with whatever is still queued:
+# wait this long for the queue before each report. Only a tracking outage makes it wait at all.
+REPORT_FLUSH_S = 5.0
 
 
-def _save_trial_state(checkpoint_dir: Path, run_id: str, metrics: dict[str, float]) -> None:
-    """Record, inside the checkpoint, the run it belongs to and the epoch's metrics."""
-    (checkpoint_dir / TRIAL_STATE_FILE).write_text(json.dumps({RUN_ID_KEY: run_id, "metrics": metrics}))
+def _save_trial_state(checkpoint_dir: Path, state: dict[str, Any]) -> None:
+    """Record, inside the checkpoint, the run it belongs to, every epoch's metrics as logged (with
+    their timestamps) and the best epoch so far."""
+    (checkpoint_dir / TRIAL_STATE_FILE).write_text(json.dumps(state))
+
+
+def best_weights(checkpoint_dir: str | os.PathLike) -> Path:
+    """The best-so-far weights a trial's checkpoint carries: its ``best/`` copy, or the checkpoint
+    itself when its own epoch is the best one. Any one checkpoint (e.g. the newest) is enough."""
+    carried = Path(checkpoint_dir) / BEST_DIR / CHECKPOINT_FILE
+    return carried if carried.is_file() else Path(checkpoint_dir) / CHECKPOINT_FILE
+
+
+def read_trial_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
+    """The trial state saved in a checkpoint directory (empty for a checkpoint without one)."""
+    path = Path(checkpoint_dir) / TRIAL_STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _keep_weights(source: Path, target: Path) -> None:
+    """Copy the model part of the checkpoint ``source`` (no optimizer state) to ``target``."""
+    state = load_checkpoint(source)
+    save_checkpoint(target.parent, {key: state[key] for key in ("model_name", "model_config", "model", "epoch")})
 
 
 def _restored_checkpoint(workdir: Path) -> tuple[Path | None, dict[str, Any]]:
@@ -47,15 +73,21 @@ def _restored_checkpoint(workdir: Path) -> tuple[Path | None, dict[str, Any]]:
         local = workdir / "restored"
         shutil.rmtree(local, ignore_errors=True)
         shutil.copytree(directory, local)
-    state_file = local / TRIAL_STATE_FILE
-    return local / CHECKPOINT_FILE, json.loads(state_file.read_text()) if state_file.is_file() else {}
+    return local / CHECKPOINT_FILE, read_trial_state(local)
+
+
+def _node_name(node_id: str) -> str:
+    """The Ray node's name (``ray start --node-name``; its IP address unless set)."""
+    return next((node.get("NodeName", "") for node in ray.nodes() if node.get("NodeID") == node_id), "")
 
 
 def _process_tags(device: str) -> dict[str, str]:
     """Where this attempt of the trial runs (a restored trial may run elsewhere)."""
+    node_id = ray.get_runtime_context().get_node_id()
     return {
         "depthtune.host": socket.gethostname(),
-        "depthtune.node_id": ray.get_runtime_context().get_node_id(),
+        "depthtune.node_id": node_id,
+        "depthtune.node_name": _node_name(node_id),
         "depthtune.pid": str(os.getpid()),
         "depthtune.device": str(pick_device(device)),
     }
@@ -118,25 +150,73 @@ def _train_and_track(
     client = MlflowClient(tracking["uri"])
     resume_from, restored = _restored_checkpoint(workdir)
     run, continued = _open_run(client, restored.get(RUN_ID_KEY), tracking, params, config)
+    state = {RUN_ID_KEY: run.run_id, "epochs": restored.get("epochs", []), "best": restored.get("best")}
+    best_file = workdir / BEST_DIR / CHECKPOINT_FILE
     if restored:
+        _keep_weights(best_weights(resume_from.parent), best_file)
         done = int(restored["metrics"]["epoch"]) + 1
         run.set_tags({"depthtune.restored_after_epoch": done})
-        if done >= config.epochs:  # it had finished when the driver died: hand Tune its last result again
+    already_logged = run.logged_steps("val_loss") if continued else set()
+    writer = BackgroundWriter(f"trial {tune.get_context().get_trial_id()}")
+    try:
+        for record in state["epochs"]:  # epochs the previous attempt could not send before it died
+            if record["step"] not in already_logged:
+                writer.submit(f"epoch {record['step'] + 1} metrics", _epoch_sender(run, record))
+                already_logged.add(record["step"])
+        if restored and done >= config.epochs:  # it had finished when the driver died: hand Tune its last result again
             tune.report({**restored["metrics"], RUN_ID_KEY: run.run_id}, checkpoint=tune.Checkpoint.from_directory(resume_from.parent))
             return
-    already_logged = run.logged_steps("val_loss") if continued else set()
+        _train_reporting(config, sweep, arrays, base_model, workdir, best_file, run, client, writer, state, already_logged, resume_from)
+    finally:
+        writer.close(timeout=FLUSH_TIMEOUT_S)
+
+
+def _epoch_sender(run: RunLogger, record: dict[str, Any]):
+    return lambda: run.log_epoch(record["metrics"], step=record["step"], timestamp_ms=record["timestamp_ms"])
+
+
+def _train_reporting(
+    config: TrainConfig,
+    sweep: SweepConfig,
+    arrays: NYUArrays,
+    base_model: BaseModel | None,
+    workdir: Path,
+    best_file: Path,
+    run: RunLogger,
+    client: MlflowClient,
+    writer: BackgroundWriter,
+    state: dict[str, Any],
+    already_logged: set[int],
+    resume_from: Path | None,
+) -> None:
+    """Train, and after each epoch: queue its metrics (and every few epochs a prediction grid) for
+    MLflow, keep the best weights so far in the checkpoint, and report both to Tune."""
     preview_frames = list(data_splits(config, len(arrays)).val[: sweep.preview_frames])
 
     def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
         epoch = int(metrics["epoch"])
-        _save_trial_state(checkpoint_dir, run.run_id, metrics)
+        record = {"step": epoch, "timestamp_ms": int(time.time() * 1000), "metrics": metrics}
+        state["epochs"].append(record)
+        best = state["best"]
+        if best is None or is_better(config.select_metric, metrics[config.select_metric], best["metrics"][config.select_metric]):
+            state["best"] = {"epoch": epoch, "metrics": metrics}
+            _keep_weights(checkpoint_dir / CHECKPOINT_FILE, best_file)
+        else:
+            (checkpoint_dir / BEST_DIR).mkdir(exist_ok=True)
+            shutil.copy2(best_file, checkpoint_dir / BEST_DIR / CHECKPOINT_FILE)
+        _save_trial_state(checkpoint_dir, {**state, "metrics": metrics})
         if epoch not in already_logged:  # a retrained epoch repeats its values exactly (seeded training)
-            run.log_epoch(metrics, step=epoch)
+            writer.submit(f"epoch {epoch + 1} metrics", _epoch_sender(run, record))
         if preview_frames and ((epoch + 1) % sweep.preview_every == 0 or epoch + 1 == config.epochs):
             model = model_from_checkpoint(checkpoint_dir)
             grid = prediction_grid(model, arrays, preview_frames, f"epoch {epoch + 1}", device=str(pick_device(config.device)))
-            client.log_image(run.run_id, grid, artifact_file=f"predictions/epoch_{epoch + 1:03d}.png")
-        tune.report({**metrics, RUN_ID_KEY: run.run_id}, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+            artifact = f"predictions/epoch_{epoch + 1:03d}.png"
+            writer.submit(artifact, lambda: client.log_image(run.run_id, grid, artifact_file=artifact))
+        writer.flush(timeout=REPORT_FLUSH_S)
+        tune.report(
+            {**metrics, RUN_ID_KEY: run.run_id, TIMESTAMP_KEY: record["timestamp_ms"]},
+            checkpoint=tune.Checkpoint.from_directory(checkpoint_dir),
+        )
 
     net12 = base_model.module() if base_model is not None else None
     train(config, workdir / "checkpoints", arrays=arrays, on_epoch=report, resume_from=resume_from, net12=net12)

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from depthtune.checkpoints import CHECKPOINT_FILE, model_from_checkpoint
+from depthtune.checkpoints import model_from_checkpoint
 from depthtune.dashboards.sweep import write_sweep_dashboard
 from depthtune.dashboards.sweep_record import load_sweep
 from depthtune.data import NYUArrays, read_nyu
@@ -34,18 +34,19 @@ from depthtune.runner import evaluate_model
 from depthtune.search_space import optuna_space
 from depthtune.searcher import BudgetAwareOptunaSearch
 from depthtune.sweep_config import SweepConfig
-from depthtune.tracking.callback import RunStatusCallback
+from depthtune.tracking.callback import RunStatusCallback, complete_run
 from depthtune.tracking.lineage import BaseModel, resolve_base_model
 from depthtune.tracking.registry import Registration, log_depth_model, register_version
-from depthtune.tracking.runs import RunLogger
+from depthtune.tracking.runs import TIMESTAMP_KEY, RunLogger
 from depthtune.tracking.server import TrackingServer, embedded_store
-from depthtune.train import data_splits
-from depthtune.trial import RUN_ID_KEY, run_trial
+from depthtune.train import EPOCH_METRICS, data_splits
+from depthtune.trial import RUN_ID_KEY, best_weights, read_trial_state, run_trial
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "depthtune_sweep.json"
 DASHBOARD_FILE = "sweep_dashboard.html"
+SNAPSHOT_PERIOD_S = 1
 PACKAGES = ("depthtune", "torch", "ray", "mlflow", "optuna", "numpy", "h5py")
 
 
@@ -163,7 +164,7 @@ def _register_best(
 ) -> tuple[Registration, dict[str, float]]:
     """Evaluate the winner on the test split, log it as a model in its run, register a version."""
     trial_config = config.trial_config(params, **train_extra)
-    model = model_from_checkpoint(checkpoint_dir / CHECKPOINT_FILE, expected=config.model)
+    model = model_from_checkpoint(best_weights(checkpoint_dir), expected=config.model)
     test_metrics = evaluate_model(model, trial_config, arrays)
     splits = data_splits(trial_config, len(arrays))
     protocol = {**EIGEN_PROTOCOL.as_dict(), "split": splits.source, "test_frames": len(splits.test), "data_sha256": data_sha256}
@@ -181,27 +182,41 @@ def _register_best(
     return registration, test_metrics
 
 
-def best_checkpoint(result: tune.Result, config: SweepConfig) -> tuple[tune.Checkpoint, dict[str, Any]] | None:
-    """A trial's kept checkpoint with the best ``config.metric``, with that epoch's metrics."""
-    kept = [(checkpoint, metrics) for checkpoint, metrics in result.best_checkpoints if config.metric in metrics]
-    if not kept:
-        return None
-    pick = min if config.mode == "min" else max
-    return pick(kept, key=lambda pair: float(pair[1][config.metric]))
-
-
 def log_best_weights(client: MlflowClient, results: tune.ResultGrid, config: SweepConfig) -> None:
-    """Each trial's best checkpoint, as weights + architecture JSON, into its run's ``best_model/``."""
+    """Each trial's best weights (carried by its newest checkpoint) as weights + architecture JSON
+    into its run's ``best_model/``, and the best epoch as tags."""
     for result in results:
-        best = best_checkpoint(result, config)
         run_id = (result.metrics or {}).get(RUN_ID_KEY)
-        if best is None or not run_id:
+        if result.checkpoint is None or not run_id:
             continue
-        checkpoint, metrics = best
-        with checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as staging:
-            save_model_files(model_from_checkpoint(Path(directory) / CHECKPOINT_FILE), staging)
+        with result.checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as staging:
+            best = read_trial_state(directory).get("best")
+            save_model_files(model_from_checkpoint(best_weights(directory)), staging)
             client.log_artifacts(run_id, staging, "best_model")
-        RunLogger(client, run_id).set_tags({"depthtune.best_epoch": int(metrics["epoch"]) + 1, f"depthtune.best_{config.metric}": metrics[config.metric]})
+        if best:
+            RunLogger(client, run_id).set_tags(
+                {"depthtune.best_epoch": int(best["epoch"]) + 1, f"depthtune.best_{config.metric}": best["metrics"][config.metric]}
+            )
+
+
+def close_trial_runs(client: MlflowClient, results: tune.ResultGrid, config: SweepConfig) -> None:
+    """Every trial's run complete and closed, from Tune's own record of what each trial reported:
+    the callback does this as trials end, but a driver killed before its writes went out leaves
+    runs RUNNING or short of epochs, and a resumed sweep does not end those trials again."""
+    for result in results:
+        run_id = (result.metrics or {}).get(RUN_ID_KEY)
+        if not run_id or client.get_run(run_id).info.status != "RUNNING":
+            continue
+        frame = result.metrics_dataframe
+        reported = []
+        if frame is not None and TIMESTAMP_KEY in frame:
+            for row in frame.dropna(subset=[TIMESTAMP_KEY]).to_dict("records"):
+                metrics = {key: row[key] for key in EPOCH_METRICS if key in row}
+                reported.append({"timestamp_ms": int(row[TIMESTAMP_KEY]), "metrics": metrics})
+        reached = result.metrics.get("training_iteration", 0)
+        status = "FAILED" if result.error else "FINISHED" if reached >= config.epochs else "KILLED"
+        filled = complete_run(client, run_id, reported, status)
+        logger.info("closed trial run %s left RUNNING by an earlier driver (%s, %d epochs filled in)", run_id, status, filled)
 
 
 def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.Result:
@@ -218,6 +233,11 @@ def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.
 
 def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
     """Run (or with ``resume`` continue) a sweep; returns the best trial and where results are."""
+    if "://" in config.storage_path:
+        raise ValueError(
+            f"storage_path={config.storage_path!r}: depthtune keeps each sweep's state next to Tune's results through "
+            "file paths; use a filesystem every node mounts (NFS/EFS, e.g. /mnt/efs/depthtune/ray_results)"
+        )
     storage = Path(config.storage_path).resolve()
     name = config.name or (_latest_sweep(storage, config.model) if resume else f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     experiment_dir = storage / name
@@ -245,7 +265,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
             train_extra["net12_checkpoint"] = base.pinned
         started_ray = not ray.is_initialized()
         if started_ray:
-            ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+            ray.init(address=config.ray_address, log_to_driver=True)  # None: RAY_ADDRESS, else a local Ray
             stack.callback(ray.shutdown)
         if state is None:
             parent = RunLogger.start(
@@ -289,7 +309,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                 train_extra=train_extra,
                 base_model=base,
             ),
-            {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
+            {**config.resources_per_trial, "cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
         )
         if resume:
             logger.info("resuming sweep %s from %s", name, experiment_dir)
@@ -318,19 +338,19 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                     name=name,
                     storage_path=str(storage),
                     failure_config=tune.FailureConfig(max_failures=config.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=config.keep_checkpoints,
-                        checkpoint_score_attribute=config.metric,
-                        checkpoint_score_order=config.mode,
-                    ),
-                    callbacks=[RunStatusCallback(experiment_dir / STATE_FILE, config.epochs, RUN_ID_KEY)],
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=config.keep_checkpoints),
+                    callbacks=[RunStatusCallback(experiment_dir / STATE_FILE, config.epochs, EPOCH_METRICS)],
                     verbose=1,
                 ),
             )
+        # Snapshot the experiment every second (Tune's default: 10 s or more) so a
+        # resumed sweep finds the newest checkpoints, which are the ones Tune keeps.
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(SNAPSHOT_PERIOD_S))
         results = tuner.fit()
+        close_trial_runs(client, results, config)
         log_best_weights(client, results, config)
         best = best_finished_result(results, config)
-        winner_checkpoint, _ = best_checkpoint(best, config)
+        winner_checkpoint = best.checkpoint
         best_metrics = {k: float(v) for k, v in best.metrics.items() if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
         best_params = {k: best.config[k] for k in config.space}
         best_run_id, best_trial_id = best.metrics[RUN_ID_KEY], best.metrics["trial_id"]

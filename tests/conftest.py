@@ -98,3 +98,54 @@ def net3_sweep(finished_sweep, synthetic_file) -> SweepOutcome:
     workdir, _ = finished_sweep
     train = {"epochs": 2, "batch_size": 8, "model_cfg": dict(TINY["net3"])}
     return run_in(workdir, sweep_config(synthetic_file, workdir / "ray_results", model="net3", name="net3", num_samples=2, train=train))
+
+
+def require_postgres() -> Path:
+    """The PostgreSQL server programs' directory (and psycopg2 importable), or skip the test with
+    the reason; with DEPTHTUNE_REQUIRE_POSTGRES=1 (CI) a missing PostgreSQL fails it instead."""
+    import importlib.util
+
+    from depthtune.tracking.postgres import find_postgres_bin
+
+    bin_dir = find_postgres_bin()
+    problem = None
+    if bin_dir is None:
+        problem = (
+            "PostgreSQL server programs (initdb, postgres, pg_ctl) not found: install Debian's postgresql "
+            "(apt-get install postgresql) or set DEPTHTUNE_PG_BIN"
+        )
+    elif importlib.util.find_spec("psycopg2") is None:
+        problem = "psycopg2 is not installed: pip install -e '.[dev]' (or '.[platform]')"
+    if problem:
+        if os.environ.get("DEPTHTUNE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{problem} (DEPTHTUNE_REQUIRE_POSTGRES=1)", pytrace=False)
+        pytest.skip(problem)
+    return bin_dir
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL on 127.0.0.1 and a free port for the whole session, stopped at the end.
+    ``postgres.create_database("mlflow_<something>")`` then ``postgres.uri(name)`` gives a
+    backend store URI; use a database name of your own per test module."""
+    import secrets
+    import shutil
+    import tempfile
+
+    from depthtune.tracking.postgres import LocalPostgres
+
+    bin_dir = require_postgres()
+    # Under /tmp rather than pytest's tmp_path: when we are root the server runs as the `postgres`
+    # user, which cannot enter pytest's 0700 folders.
+    directory = Path(tempfile.mkdtemp(prefix="depthtune-pg-"))
+    os.chmod(directory, 0o711)
+    server = LocalPostgres(
+        directory / "cluster", secrets.token_urlsafe(18), bin_dir=bin_dir,
+        settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+    )
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,13 +30,17 @@ PROTOCOL_TAG = "eval_protocol"
 
 @contextmanager
 def tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at ``uri`` for a block, then restore what was there."""
-    previous = mlflow.get_tracking_uri()
+    """Point MLflow's fluent API at ``uri`` for a block, then restore what was there, including the
+    ``MLFLOW_TRACKING_URI`` environment variable that ``set_tracking_uri`` also sets (child
+    processes, e.g. a later sweep driver, would otherwise inherit the block's URI)."""
+    previous, previous_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def log_depth_model(model: nn.Module, run_id: str, uri: str) -> str:

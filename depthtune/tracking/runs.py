@@ -13,6 +13,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 TRIAL_TAG, SWEEP_TAG = "depthtune.trial_id", "depthtune.sweep_run_id"
+RUN_ID_KEY, TIMESTAMP_KEY = "mlflow_run_id", "mlflow_timestamp_ms"  # in every Tune result of a trial
 
 
 def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
@@ -59,9 +60,10 @@ class RunLogger:
         client.update_run(run_id, status="RUNNING")
         return cls(client, run_id)
 
-    def log_epoch(self, metrics: dict[str, float], step: int) -> None:
-        """All finite metrics of one epoch in a single request."""
-        now = int(time.time() * 1000)
+    def log_epoch(self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
+        """All finite metrics of one epoch in a single request. With the ``timestamp_ms`` of its
+        first attempt, sending the same epoch again stores nothing new (MLflow drops exact repeats)."""
+        now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
         self.client.log_batch(self.run_id, metrics=batch)
 
