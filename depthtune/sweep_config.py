@@ -119,6 +119,11 @@ class SweepConfig:
                     f"resources_per_trial[{resource!r}]={amount!r}: expected a custom resource name with an amount > 0 "
                     "(CPUs and GPUs have cpus_per_trial / gpus_per_trial)"
                 )
+        if "://" in self.storage_path:
+            problems.append(
+                f"storage_path={self.storage_path!r}: depthtune keeps each sweep's state next to Tune's results through "
+                "file paths; use a filesystem every node mounts (NFS/EFS, e.g. /mnt/efs/depthtune/ray_results)"
+            )
         tuned_in_train = sorted(set(self.train) & set(TUNED))
         if tuned_in_train:
             problems.append(f"train: {tuned_in_train} are tuned; set their ranges in search_space instead")

@@ -233,11 +233,6 @@ def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.
 
 def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
     """Run (or with ``resume`` continue) a sweep; returns the best trial and where results are."""
-    if "://" in config.storage_path:
-        raise ValueError(
-            f"storage_path={config.storage_path!r}: depthtune keeps each sweep's state next to Tune's results through "
-            "file paths; use a filesystem every node mounts (NFS/EFS, e.g. /mnt/efs/depthtune/ray_results)"
-        )
     storage = Path(config.storage_path).resolve()
     name = config.name or (_latest_sweep(storage, config.model) if resume else f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     experiment_dir = storage / name
@@ -384,8 +379,10 @@ def summary_text(outcome: SweepOutcome, config: SweepConfig) -> str:
     """What the user sees at the end: the winner, its numbers, and where to look."""
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best_params.items())
     metrics = ", ".join(f"{k}={outcome.best_metrics[k]:.4f}" for k in ("val_loss", "val_abs_rel", "val_rmse", "val_delta1") if k in outcome.best_metrics)
-    if config.tracking_uri:
-        ui = f"mlflow ui --backend-store-uri {config.tracking_uri}   (or open {config.tracking_uri})"
+    if config.tracking_uri and config.tracking_uri.startswith(("http://", "https://")):
+        ui = f"open {config.tracking_uri} (the tracking server's UI; from a laptop through an SSH tunnel, docs/cluster.md)"
+    elif config.tracking_uri:
+        ui = f"mlflow ui --backend-store-uri {config.tracking_uri}   (then open http://127.0.0.1:5000)"
     else:
         ui = f"cd {Path.cwd()} && mlflow ui   (then open http://127.0.0.1:5000)"
     return "\n".join(

@@ -37,6 +37,9 @@ def test_profile_then_flags_win():
         ({"model": "unet"}, "model='unet'"),
         ({"train": {"epochs": 0}}, "epochs=0"),
         ({"num_trials": 3}, "num_trials"),
+        ({"resources_per_trial": {"GPU": 1}}, "resources_per_trial['GPU']=1"),
+        ({"resources_per_trial": {"fake_gpu": 0}}, "resources_per_trial['fake_gpu']=0"),
+        ({"storage_path": "s3://bucket/ray_results"}, "use a filesystem every node mounts"),
     ],
 )
 def test_bad_values_are_named(extra, message):
