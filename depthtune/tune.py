@@ -46,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "depthtune_sweep.json"
 DASHBOARD_FILE = "sweep_dashboard.html"
-SNAPSHOT_PERIOD_S = 1
 PACKAGES = ("depthtune", "torch", "ray", "mlflow", "optuna", "numpy", "h5py")
 
 
@@ -338,9 +337,6 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                     verbose=1,
                 ),
             )
-        # Snapshot the experiment every second (Tune's default: 10 s or more) so a
-        # resumed sweep finds the newest checkpoints, which are the ones Tune keeps.
-        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(SNAPSHOT_PERIOD_S))
         results = tuner.fit()
         close_trial_runs(client, results, config)
         log_best_weights(client, results, config)

@@ -90,7 +90,9 @@ def _config_file(directory: Path, data: Path, **overrides) -> Path:
 def _driver(cluster: LocalRayCluster, tracking: TrackingServer, config: Path, storage: Path, name: str, log: Path, *extra: str):
     """``depthtune tune net12`` on the cluster, as a user runs it: RAY_ADDRESS and the tracking URI
     from the environment, the shared storage as a flag."""
-    env = {**cluster.env, "RAY_ADDRESS": cluster.address, "MLFLOW_TRACKING_URI": tracking.uri}
+    # Epochs here last about a second: snapshot Tune's experiment every second (its default is 10 s
+    # or more), or a killed driver's last snapshot may name checkpoints already pruned (README "Faults").
+    env = {**cluster.env, "RAY_ADDRESS": cluster.address, "MLFLOW_TRACKING_URI": tracking.uri, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     command = [sys.executable, "-m", "depthtune.cli", "tune", "net12", "--config", str(config), "--profile", "cpu",
                "--storage-path", str(storage), "--name", name, *extra]
     with open(log, "ab") as out:
