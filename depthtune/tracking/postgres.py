@@ -25,7 +25,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from depthtune.tracking.server import free_port, parent_death_preexec
+from depthtune.tracking.server import free_port, parent_death_preexec, process_cmdline
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class LocalPostgres:
             return False
         except PermissionError:
             return True
-        cmdline = _cmdline(pid)
+        cmdline = process_cmdline(pid)
         return "postgres" in cmdline or "postmaster" in cmdline
 
     def _ready(self) -> bool:
@@ -387,9 +387,3 @@ def stop_cluster(
     logger.info("PostgreSQL in %s stopped", data)
     return True
 
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""

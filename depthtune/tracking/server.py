@@ -68,6 +68,14 @@ def redact_uri(uri: str) -> str:
         return "<unparseable URI>"
 
 
+def process_cmdline(pid: int) -> str:
+    """The command line of process ``pid`` from /proc (Linux), or "" when it is gone or unreadable."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def process_group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group ``pgid``, from /proc (Linux); elsewhere
     ``[pgid]`` while ``killpg(pgid, 0)`` succeeds."""

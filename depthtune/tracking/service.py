@@ -26,6 +26,7 @@ from typing import Mapping
 from depthtune.tracking.server import (
     BasicAuth,
     TrackingServer,
+    process_cmdline,
     process_group_members,
     redact_uri,
     stop_process_group,
@@ -224,12 +225,6 @@ def _proc_start_time(pid: int) -> int | None:
         return None
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
 
 def _read_state(state_dir: Path) -> dict | None:
     try:
@@ -250,7 +245,7 @@ def _is_our_server(state: dict) -> bool:
     pid = state.get("pid")
     if not pid:
         return False
-    cmdline = _cmdline(pid)
+    cmdline = process_cmdline(pid)
     if "mlflow" not in cmdline or "server" not in cmdline:
         return False
     recorded = state.get("proc_start_time")
