@@ -28,6 +28,9 @@ pytestmark = pytest.mark.slow
 MODEL_CFG = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY["net12"].items()}
 OUTAGE_S = 30
 EPOCHS = 8
+# ASHA may stop a trial first at epoch GRACE: the victim must be killed well before that, or it is
+# stopped on worker-b and never moves.
+GRACE = 5
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,7 @@ def _config_file(directory: Path, data: Path, **overrides) -> Path:
     values = {
         "model": "net12", "experiment": "cluster", "data": str(data), "num_samples": 4, "max_concurrent": 2,
         "cpus_per_trial": 1, "gpus_per_trial": 0, "resources_per_trial": {"fake_gpu": 1},
-        "grace_period": 4, "reduction_factor": 2, "max_failures": 3, "seed": 11, "preview_every": 4, "preview_frames": 2,
+        "grace_period": GRACE, "reduction_factor": 2, "max_failures": 3, "seed": 11, "preview_every": 4, "preview_frames": 2,
         "search_space": SEARCH_SPACE, "train": {"epochs": EPOCHS, "batch_size": 8, "model_cfg": MODEL_CFG},
         **overrides,
     }
@@ -166,20 +169,23 @@ def test_sweep_spans_both_workers_and_survives_a_dead_worker_a_tracking_outage_a
     driver = _driver(cluster, tracking, config, tmp_path / "shared", "faults", log)
     try:
         def two_workers_busy_b_early():
-            """Trials training on both workers, worker-b's with epochs left to lose (1-3 done).
+            """Trials training on both workers, worker-b's with epochs left to lose (1-2 done, so
+            three more epochs before ASHA's first rung could stop it).
             Epochs are counted from the checkpoints on the shared storage: quicker than MLflow."""
             runs = [r for r in _trial_runs(client, "faults") if r.info.status == "RUNNING"]
             done = {r.info.run_id: _epochs_checkpointed(tmp_path / "shared" / "faults" / f"net12_{r.data.tags['depthtune.trial_id']}")
                     for r in runs}
             on = {name: [r for r in runs if r.data.tags.get("depthtune.node_name") == name and done[r.info.run_id] >= 1]
                   for name in ("worker-a", "worker-b")}
-            early = [r for r in on["worker-b"] if done[r.info.run_id] <= 3]
+            early = [r for r in on["worker-b"] if done[r.info.run_id] <= GRACE - 3]
             return (on["worker-a"] + early) if on["worker-a"] and early else None
 
         running = _wait(two_workers_busy_b_early, 180, "trials running on both workers", driver, log, poll=0.1)
         assert {r.data.tags["depthtune.node_id"] for r in running} >= {nodes["worker-a"], nodes["worker-b"]}
         victim = next(r for r in running if r.data.tags["depthtune.node_name"] == "worker-b")
         cluster.nodes[2].kill_raylet()
+        victim_dir = tmp_path / "shared" / "faults" / f"net12_{victim.data.tags['depthtune.trial_id']}"
+        killed_after = _epochs_checkpointed(victim_dir)
         time.sleep(3)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
@@ -217,7 +223,9 @@ def test_sweep_spans_both_workers_and_survives_a_dead_worker_a_tracking_outage_a
     assert [p.info.status for p in parent] == ["FINISHED"]
     assert {r.data.tags["depthtune.node_id"] for r in runs} <= set(nodes.values())
     moved = client.get_run(victim.info.run_id)
-    assert moved.data.tags["depthtune.node_name"] == "worker-a", "the dead worker's trial did not move to the live one"
+    assert moved.data.tags["depthtune.node_name"] == "worker-a", (
+        f"the dead worker's trial did not move to the live one (it had checkpointed {killed_after} epochs when killed)"
+    )
     assert int(moved.data.tags["depthtune.restored_after_epoch"]) >= 1, "the moved trial started over instead of resuming"
     grids = client.list_artifacts(runs[0].info.run_id, "predictions")
     assert grids, "prediction grids were not uploaded through the proxied artifact store"
