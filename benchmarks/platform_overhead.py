@@ -4,7 +4,10 @@ Tune, best weights carried, prediction grids), alternating b/a. Prints the media
 steady-state time per epoch (epoch 2 onwards: the time between consecutive epoch ends) and, apart,
 the one-time start-up of each side.
 
-    python benchmarks/platform_overhead.py [--reps 3] [--epochs 6] [--scenes 96]
+    python benchmarks/platform_overhead.py [--reps 3] [--epochs 6] [--scenes 96] [--cpu-by-role]
+
+``--cpu-by-role`` also samples /proc and prints, per steady-state epoch, the CPU seconds of each
+process role (trial worker, driver, raylet, gcs, mlflow server): where the extra time goes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import ray
 import torch
 from mlflow import MlflowClient
+from proc_cpu import TreeCPUSampler
 
 from depthtune.data import generate_dataset, read_nyu
 from depthtune.profiles import model_config
@@ -87,12 +91,20 @@ def steady(ends: list[float]) -> float:
     return statistics.median(b - a for a, b in zip(ends, ends[1:]))
 
 
+def cpu_per_epoch(sampler: TreeCPUSampler, ends: list[float]) -> str:
+    """CPU seconds per steady-state epoch of each process role, largest first."""
+    used = sampler.by_role(ends[1], ends[-1])
+    epochs = len(ends) - 2
+    return ", ".join(f"{role} {seconds / epochs:.2f}" for role, seconds in sorted(used.items(), key=lambda kv: -kv[1]) if seconds > 0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--scenes", type=int, default=96)
     parser.add_argument("--preview-frames", type=int, default=4, help="0: no prediction grids (to see what they cost)")
+    parser.add_argument("--cpu-by-role", action="store_true", help="print CPU seconds per epoch of each process role")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     data = (Path("data") / f"bench_synthetic_{args.scenes}.mat").resolve()
@@ -104,9 +116,11 @@ def main() -> None:
     ratios, starts_a, starts_b = [], [], []
     try:
         for rep in range(args.reps):
-            with tempfile.TemporaryDirectory() as b_dir, tempfile.TemporaryDirectory() as a_dir:
+            with tempfile.TemporaryDirectory() as b_dir, tempfile.TemporaryDirectory() as a_dir, TreeCPUSampler() as sampler:
                 ends_b, start_b, params = tracked(data, Path(b_dir), args.epochs, args.preview_frames)
                 ends_a, start_a = bare(data, Path(a_dir), args.epochs, params)
+            if args.cpu_by_role:
+                print(f"  CPU s per epoch, tracked: {cpu_per_epoch(sampler, ends_b)}\n  CPU s per epoch, bare:    {cpu_per_epoch(sampler, ends_a)}")
             ratio = steady(ends_b) / steady(ends_a)
             ratios.append(ratio)
             starts_a.append(start_a)

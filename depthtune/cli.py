@@ -53,7 +53,7 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
 
 SWEEP_FLAGS = (
     "data", "splits_file", "num_samples", "max_concurrent", "gpus_per_trial", "tracking_uri", "storage_path", "name", "net12_model",
-    "ray_address",
+    "ray_address", "searcher", "scheduler",
 )
 # Environment a cluster's nodes set for every sweep: above the YAML, below the flags.
 SWEEP_ENVIRONMENT = {"tracking_uri": "MLFLOW_TRACKING_URI", "storage_path": "DEPTHTUNE_STORAGE_PATH", "ray_address": "RAY_ADDRESS"}
@@ -68,6 +68,8 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrent", dest="max_concurrent", type=int, help="trials at once")
     parser.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, help="GPUs per trial (fractions allowed)")
     parser.add_argument("--epochs", type=int, help="epochs per trial (ASHA's budget)")
+    parser.add_argument("--searcher", help="tpe (default) or random: the brute-force baseline")
+    parser.add_argument("--scheduler", help="asha (default) or fifo: every trial trains all its epochs")
     parser.add_argument("--resume", action="store_true", help="continue a sweep whose driver died (--name, or the latest)")
     parser.add_argument(
         "--tracking-uri", dest="tracking_uri", help="MLflow server, e.g. http://head:5000 (default: MLFLOW_TRACKING_URI, else ./mlflow.db)"

@@ -1,15 +1,21 @@
 """Optuna TPE inside Ray Tune, told the truth about ASHA: a trial stopped before its full epoch
 budget is recorded as PRUNED (with its per-epoch values as intermediate reports), not as a
 finished trial whose low-budget score TPE would rank against fully trained ones; a trial that
-failed for good is recorded as FAIL even when it had reported epochs."""
+failed for good is recorded as FAIL even when it had reported epochs. Also builds a sweep's
+searcher (TPE, or random as the baseline) and scheduler (ASHA, or FIFO) from its config."""
 
 from __future__ import annotations
 
 import logging
 
+from optuna.samplers import RandomSampler, TPESampler
 from optuna.trial import TrialState
 from ray.tune.result import TRAINING_ITERATION
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
+
+from depthtune.search_space import optuna_space
+from depthtune.sweep_config import SweepConfig
 
 logger = logging.getLogger(__name__)
 
@@ -32,3 +38,33 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         self._ot_study.tell(self._ot_trials[trial_id], state=state)
         self._completed_trials.add(trial_id)
         logger.debug("trial %s ended after %d of %d epochs: told Optuna %s", trial_id, reached, self.max_epochs, state.name)
+
+
+def search_algorithm(config: SweepConfig) -> BudgetAwareOptunaSearch:
+    """The sweep's searcher: seeded Optuna TPE, or seeded uniform random sampling (the baseline)
+    through the same Optuna plumbing, so both draw from the same distributions."""
+    sampler = TPESampler(seed=config.seed) if config.searcher == "tpe" else RandomSampler(seed=config.seed)
+    return BudgetAwareOptunaSearch(
+        optuna_space(config.space), metric=config.metric, mode=config.mode, sampler=sampler, max_epochs=config.epochs
+    )
+
+
+def trial_scheduler(config: SweepConfig) -> TrialScheduler:
+    """ASHA on training iterations (epochs), or FIFO: every trial trains its whole budget."""
+    if config.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration", max_t=config.epochs, grace_period=config.grace_period, reduction_factor=config.reduction_factor
+    )
+
+
+def describe_search(config: SweepConfig) -> dict[str, str]:
+    """The searcher and scheduler as the sweep's parent run records them."""
+    searcher = {"tpe": "TPE", "random": "random"}[config.searcher]
+    scheduler = (
+        "FIFO (no early stopping)"
+        if config.scheduler == "fifo"
+        else f"ASHA(metric={config.metric}, mode={config.mode}, max_t={config.epochs}, "
+        f"grace_period={config.grace_period}, reduction_factor={config.reduction_factor})"
+    )
+    return {"searcher": f"OptunaSearch({searcher}, seed={config.seed}, ASHA-stopped trials told as pruned)", "scheduler": scheduler}

@@ -14,6 +14,9 @@ from depthtune.models import MODEL_NAMES
 from depthtune.search_space import TUNED, ParamRange, parse_search_space
 from depthtune.train import SELECTABLE_METRICS, TrainConfig
 
+SEARCHERS = ("tpe", "random")
+SCHEDULERS = ("asha", "fifo")
+
 
 @dataclass
 class SweepConfig:
@@ -21,7 +24,9 @@ class SweepConfig:
     ``net12_model`` the registered Net12 a Net3 sweep refines, ``preview_every`` /
     ``preview_frames`` how often and on how many validation frames trials log prediction grids,
     ``ray_address`` the cluster to run on (None: ``RAY_ADDRESS`` or a local Ray) and
-    ``resources_per_trial`` custom Ray resources each trial needs besides CPUs and GPUs."""
+    ``resources_per_trial`` custom Ray resources each trial needs besides CPUs and GPUs;
+    ``searcher`` (``tpe`` or ``random``) and ``scheduler`` (``asha`` or ``fifo``: every trial
+    runs all its epochs) pick the search; random + FIFO is the brute-force baseline."""
 
     model: str
     search_space: dict[str, Any]
@@ -40,6 +45,8 @@ class SweepConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     resources_per_trial: dict[str, float] = field(default_factory=dict)
+    searcher: str = "tpe"
+    scheduler: str = "asha"
     grace_period: int = 1
     reduction_factor: int = 2
     max_failures: int = 2
@@ -99,6 +106,9 @@ class SweepConfig:
             problems.append(f"champion_metric={self.champion_metric!r}: expected one of {list(METRIC_NAMES)}")
         if self.metric not in SELECTABLE_METRICS:
             problems.append(f"metric={self.metric!r}: expected one of {list(SELECTABLE_METRICS)}")
+        for key, choices in (("searcher", SEARCHERS), ("scheduler", SCHEDULERS)):
+            if getattr(self, key) not in choices:
+                problems.append(f"{key}={getattr(self, key)!r}: expected one of {list(choices)}")
         for key in ("num_samples", "max_concurrent", "grace_period", "keep_checkpoints", "synthetic_scenes", "synthetic_workers", "preview_every"):
             value = getattr(self, key)
             if not (isinstance(value, int) and value >= 1):

@@ -200,6 +200,8 @@ def evaluate(
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
             pred_log = model(image)
         pred_log = pred_log.float()
+        if not bool(torch.isfinite(pred_log).all()):
+            raise FloatingPointError("the model's predictions on the evaluation set are not finite: it diverged")
         if loss_fn is not None:
             loss_total += float(loss_fn(pred_log, target, mask)) * image.shape[0]
             seen += image.shape[0]
@@ -319,7 +321,10 @@ def train(
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"{config.model} training loss became {train_loss} in epoch {epoch + 1} (lr={lr})")
         scheduler.step()
-        val = evaluate(model, val_loader, device, loss_fn=loss_fn, bf16=config.bf16)
+        try:
+            val = evaluate(model, val_loader, device, loss_fn=loss_fn, bf16=config.bf16)
+        except FloatingPointError as exc:
+            raise FloatingPointError(f"{config.model}, epoch {epoch + 1} (lr={lr}): {exc}") from exc
         metrics = {
             "epoch": float(epoch),
             "train_loss": train_loss,

@@ -1,5 +1,5 @@
 """Sweeps: Ray Tune with Optuna TPE (seeded, ASHA-aware) and ASHA over lr, momentum, StepLR step
-size and gradient-loss weight. The dataset is read once by the driver and shared through Ray's
+size and gradient-loss weight (random search and FIFO as the baseline). The dataset is read once by the driver and shared through Ray's
 object store; every trial is a nested MLflow run under the sweep's parent run."""
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 import ray
 from mlflow import MlflowClient
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 from depthtune.checkpoints import model_from_checkpoint
 from depthtune.dashboards.sweep import write_sweep_dashboard
@@ -31,8 +30,7 @@ from depthtune.metrics import EIGEN_PROTOCOL
 from depthtune.predictor import save_model_files
 from depthtune.profiles import model_config
 from depthtune.runner import evaluate_model
-from depthtune.search_space import optuna_space
-from depthtune.searcher import BudgetAwareOptunaSearch
+from depthtune.searcher import describe_search, search_algorithm, trial_scheduler
 from depthtune.sweep_config import SweepConfig
 from depthtune.tracking.callback import RunStatusCallback, complete_run
 from depthtune.tracking.lineage import BaseModel, resolve_base_model
@@ -272,9 +270,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                     "metric": config.metric,
                     "mode": config.mode,
                     "epochs": config.epochs,
-                    "searcher": f"OptunaSearch(TPE, seed={config.seed}, ASHA-stopped trials told as pruned)",
-                    "scheduler": f"ASHA(metric={config.metric}, mode={config.mode}, max_t={config.epochs}, "
-                    f"grace_period={config.grace_period}, reduction_factor={config.reduction_factor})",
+                    **describe_search(config),
                     "num_samples": config.num_samples,
                     "max_concurrent": config.max_concurrent,
                     "data": str(data.resolve()),
@@ -312,15 +308,8 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=BudgetAwareOptunaSearch(
-                        optuna_space(config.space), metric=config.metric, mode=config.mode, seed=config.seed, max_epochs=config.epochs
-                    ),
-                    scheduler=ASHAScheduler(
-                        time_attr="training_iteration",
-                        max_t=config.epochs,
-                        grace_period=config.grace_period,
-                        reduction_factor=config.reduction_factor,
-                    ),
+                    search_alg=search_algorithm(config),
+                    scheduler=trial_scheduler(config),
                     metric=config.metric,
                     mode=config.mode,
                     num_samples=config.num_samples,

@@ -1,10 +1,15 @@
-"""ASHA-stopped trials reach Optuna as pruned, full-budget trials as complete."""
+"""ASHA-stopped trials reach Optuna as pruned, full-budget trials as complete; the config picks
+TPE or random search and ASHA or FIFO."""
 
+from pathlib import Path
+
+from optuna.samplers import RandomSampler, TPESampler
 from optuna.trial import TrialState
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from conftest import SEARCH_SPACE
+from conftest import SEARCH_SPACE, sweep_config
 from depthtune.search_space import optuna_space, parse_search_space
-from depthtune.searcher import BudgetAwareOptunaSearch
+from depthtune.searcher import BudgetAwareOptunaSearch, describe_search, search_algorithm, trial_scheduler
 
 
 def _searcher():
@@ -39,3 +44,30 @@ def test_stopped_trials_are_pruned_finished_ones_complete():
 def test_suggestions_are_seeded():
     a, b = _searcher(), _searcher()
     assert a.suggest("x") == b.suggest("x")
+
+
+def _told(searcher, losses):
+    """Suggest and complete one full-budget trial per loss; return the next suggestion."""
+    for number, loss in enumerate(losses):
+        _run(searcher, f"t{number}", [loss] * 4)
+    return searcher.suggest("next")
+
+
+def test_random_search_ignores_results_and_tpe_uses_them(tmp_path: Path):
+    configs = {kind: sweep_config(tmp_path / "x.mat", tmp_path, searcher=kind, seed=5, train={"epochs": 4}) for kind in ("tpe", "random")}
+    tpe, random = search_algorithm(configs["tpe"]), search_algorithm(configs["random"])
+    assert isinstance(tpe._sampler, TPESampler) and isinstance(random._sampler, RandomSampler)
+    good, bad = list(range(12)), list(range(12, 0, -1))
+    assert _told(search_algorithm(configs["random"]), good) == _told(search_algorithm(configs["random"]), bad)
+    assert _told(search_algorithm(configs["tpe"]), good) != _told(search_algorithm(configs["tpe"]), bad)
+
+
+def test_fifo_runs_every_trial_to_the_end_asha_stops(tmp_path: Path):
+    asha = sweep_config(tmp_path / "x.mat", tmp_path, grace_period=2, train={"epochs": 6})
+    fifo = sweep_config(tmp_path / "x.mat", tmp_path, scheduler="fifo", train={"epochs": 6})
+    scheduler = trial_scheduler(asha)
+    assert isinstance(scheduler, ASHAScheduler) and scheduler._max_t == 6
+    assert sorted(milestone for milestone, _ in scheduler._brackets[0]._rungs) == [2, 4]  # grace 2, factor 2
+    assert type(trial_scheduler(fifo)) is FIFOScheduler
+    assert describe_search(fifo)["scheduler"] == "FIFO (no early stopping)"
+    assert describe_search(asha)["searcher"].startswith("OptunaSearch(TPE, seed=7")

@@ -40,6 +40,8 @@ def test_profile_then_flags_win():
         ({"resources_per_trial": {"GPU": 1}}, "resources_per_trial['GPU']=1"),
         ({"resources_per_trial": {"fake_gpu": 0}}, "resources_per_trial['fake_gpu']=0"),
         ({"storage_path": "s3://bucket/ray_results"}, "use a filesystem every node mounts"),
+        ({"searcher": "grid"}, "searcher='grid': expected one of ['tpe', 'random']"),
+        ({"scheduler": "hyperband"}, "scheduler='hyperband': expected one of ['asha', 'fifo']"),
     ],
 )
 def test_bad_values_are_named(extra, message):

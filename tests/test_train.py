@@ -10,7 +10,7 @@ import torch
 from conftest import TINY
 from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint
 from depthtune.metrics import METRIC_NAMES
-from depthtune.train import TrainConfig, train
+from depthtune.train import TrainConfig, data_splits, evaluate, evaluation_loader, train
 
 
 def _config(model="net12", **overrides) -> TrainConfig:
@@ -108,3 +108,18 @@ def test_resume_refuses_another_model(tmp_path, synthetic_arrays):
     net12 = train(_config(epochs=1), tmp_path / "net12", arrays=synthetic_arrays)
     with pytest.raises(ValueError, match="cannot resume a 'fcrn' run"):
         train(_config("fcrn"), tmp_path / "f", arrays=synthetic_arrays, resume_from=net12.last_checkpoint)
+
+
+class _Diverged(torch.nn.Module):
+    """A model whose weights went to NaN: every prediction is NaN."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.full((image.shape[0], 1, 8, 10), float("nan"))
+
+
+def test_non_finite_predictions_are_called_divergence(synthetic_arrays):
+    config = _config()
+    splits = data_splits(config, len(synthetic_arrays))
+    loader = evaluation_loader(synthetic_arrays, splits, "val", "net12", dict(TINY["net12"]), batch_size=4)
+    with pytest.raises(FloatingPointError, match="not finite: it diverged"):
+        evaluate(_Diverged(), loader, torch.device("cpu"))
