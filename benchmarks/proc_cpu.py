@@ -12,7 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
-ROLES = (
+ROLES = (  # first match wins: PostgreSQL backends name their database (e.g. mlflow_cluster) on the command line
+    ("postgres", "postgresql"),
     ("ray::", "ray worker (trial)"),
     ("raylet", "raylet"),
     ("gcs_server", "gcs_server"),

@@ -7,6 +7,7 @@ searcher (TPE, or random as the baseline) and scheduler (ASHA, or FIFO) from its
 from __future__ import annotations
 
 import logging
+import math
 
 from optuna.samplers import RandomSampler, TPESampler
 from optuna.trial import TrialState
@@ -56,6 +57,16 @@ def trial_scheduler(config: SweepConfig) -> TrialScheduler:
     return ASHAScheduler(
         time_attr="training_iteration", max_t=config.epochs, grace_period=config.grace_period, reduction_factor=config.reduction_factor
     )
+
+
+def stopping_epochs(config: SweepConfig) -> frozenset[int]:
+    """Epochs after whose report the scheduler may end a trial's process: ASHA's rungs (placed as
+    ASHAScheduler places them) and the last epoch, where ASHA stops every trial; none under FIFO,
+    where a trial's function returns by itself after its last epoch."""
+    if config.scheduler == "fifo":
+        return frozenset()
+    rungs = int(math.log(config.epochs / config.grace_period) / math.log(config.reduction_factor) + 1)
+    return frozenset(config.grace_period * config.reduction_factor**k for k in range(rungs)) | {config.epochs}
 
 
 def describe_search(config: SweepConfig) -> dict[str, str]:

@@ -239,6 +239,21 @@ def _prune_checkpoints(root: Path, keep: int, best_epoch: int) -> None:
             shutil.rmtree(directory, ignore_errors=True)
 
 
+def training_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, image: torch.Tensor, target: torch.Tensor,
+    mask: torch.Tensor, *, amp: bool,
+) -> torch.Tensor:
+    """One SGD step on a batch already on the model's device: forward (bf16 autocast when ``amp``),
+    the loss in fp32, backward, update. Returns the loss detached, without waiting for the device."""
+    with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=amp):
+        pred_log = model(image)
+    loss = loss_fn(pred_log.float(), target, mask)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train(
     config: TrainConfig,
     checkpoint_root: str | Path,
@@ -308,13 +323,8 @@ def train(
         loss_sum, images = torch.zeros((), device=device), 0
         for image, target, mask in loader:
             image, target, mask = image.to(device, non_blocking=True), target.to(device), mask.to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                pred_log = model(image)
-            loss = loss_fn(pred_log.float(), target, mask)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * image.shape[0]
+            loss = training_step(model, optimizer, loss_fn, image, target, mask, amp=amp)
+            loss_sum += loss * image.shape[0]
             images += image.shape[0]
         train_loss = float(loss_sum) / images
         train_seconds = time.perf_counter() - started

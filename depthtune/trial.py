@@ -22,6 +22,7 @@ from ray import tune
 
 from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint, save_checkpoint
 from depthtune.data import NYUArrays
+from depthtune.searcher import stopping_epochs
 from depthtune.sweep_config import SweepConfig
 from depthtune.tracking.lineage import BaseModel
 from depthtune.tracking.previews import prediction_grid
@@ -34,8 +35,9 @@ logger = logging.getLogger(__name__)
 TRIAL_STATE_FILE = "trial_state.json"
 BEST_DIR = "best"
 FLUSH_TIMEOUT_S = 600.0
-# Tune may stop a trial (ASHA) at any report, ending its process with whatever is still queued:
-# wait this long for the queue before each report. Only a tracking outage makes it wait at all.
+# ASHA may stop a trial at a rung's report or its last, ending its process with whatever is still queued, so
+# before such a report a trial waits this long for its whole queue; before any other report, for
+# the previous epoch's writes (sent while this epoch trained). Only an outage makes either wait.
 REPORT_FLUSH_S = 5.0
 
 
@@ -192,8 +194,11 @@ def _train_reporting(
     """Train, and after each epoch: queue its metrics (and every few epochs a prediction grid) for
     MLflow, keep the best weights so far in the checkpoint, and report both to Tune."""
     preview_frames = list(data_splits(config, len(arrays)).val[: sweep.preview_frames])
+    may_stop_after = stopping_epochs(sweep)
+    queued_before = writer.mark
 
     def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+        nonlocal queued_before
         epoch = int(metrics["epoch"])
         record = {"step": epoch, "timestamp_ms": int(time.time() * 1000), "metrics": metrics}
         state["epochs"].append(record)
@@ -212,7 +217,8 @@ def _train_reporting(
             grid = prediction_grid(model, arrays, preview_frames, f"epoch {epoch + 1}", device=str(pick_device(config.device)))
             artifact = f"predictions/epoch_{epoch + 1:03d}.png"
             writer.submit(artifact, lambda: client.log_image(run.run_id, grid, artifact_file=artifact))
-        writer.flush(timeout=REPORT_FLUSH_S)
+        writer.wait_for(writer.mark if epoch + 1 in may_stop_after else queued_before, timeout=REPORT_FLUSH_S)
+        queued_before = writer.mark
         tune.report(
             {**metrics, RUN_ID_KEY: run.run_id, TIMESTAMP_KEY: record["timestamp_ms"]},
             checkpoint=tune.Checkpoint.from_directory(checkpoint_dir),

@@ -3,13 +3,20 @@ TPE or random search and ASHA or FIFO."""
 
 from pathlib import Path
 
+import pytest
 from optuna.samplers import RandomSampler, TPESampler
 from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from conftest import SEARCH_SPACE, sweep_config
 from depthtune.search_space import optuna_space, parse_search_space
-from depthtune.searcher import BudgetAwareOptunaSearch, describe_search, search_algorithm, trial_scheduler
+from depthtune.searcher import (
+    BudgetAwareOptunaSearch,
+    describe_search,
+    search_algorithm,
+    stopping_epochs,
+    trial_scheduler,
+)
 
 
 def _searcher():
@@ -71,3 +78,11 @@ def test_fifo_runs_every_trial_to_the_end_asha_stops(tmp_path: Path):
     assert type(trial_scheduler(fifo)) is FIFOScheduler
     assert describe_search(fifo)["scheduler"] == "FIFO (no early stopping)"
     assert describe_search(asha)["searcher"].startswith("OptunaSearch(TPE, seed=7")
+
+
+@pytest.mark.parametrize("epochs, grace, factor", [(8, 1, 2), (6, 2, 2), (30, 3, 3), (10, 4, 3), (5, 5, 2)])
+def test_stopping_epochs_are_ashas_rungs(tmp_path: Path, epochs: int, grace: int, factor: int):
+    config = sweep_config(tmp_path / "x.mat", tmp_path, grace_period=grace, reduction_factor=factor, train={"epochs": epochs})
+    rungs = {milestone for milestone, _ in trial_scheduler(config)._brackets[0]._rungs}
+    assert stopping_epochs(config) == rungs | {epochs}
+    assert stopping_epochs(sweep_config(tmp_path / "x.mat", tmp_path, scheduler="fifo", train={"epochs": epochs})) == frozenset()

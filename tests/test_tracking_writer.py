@@ -3,6 +3,7 @@ are sent, in order and once, when it comes back; writes the server rejects are d
 
 from __future__ import annotations
 
+import threading
 import time
 
 from mlflow import MlflowClient
@@ -20,6 +21,19 @@ def test_transient_errors_are_retried_and_rejections_are_not():
     assert not is_transient(RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad"}))
     assert not is_transient(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no run"}))
     assert not is_transient(ValueError("a bug, not an outage"))
+
+
+def test_wait_for_a_mark_waits_for_the_writes_up_to_it_only():
+    release, sent = threading.Event(), []
+    writer = BackgroundWriter("marks")
+    first = writer.submit("first", lambda: sent.append("first"))
+    second = writer.submit("second", lambda: (release.wait(10), sent.append("second")))
+    assert (first, second, writer.mark) == (1, 2, 2)
+    assert writer.wait_for(first, timeout=5) and sent == ["first"]
+    assert not writer.flush(timeout=0.2), "the second write is held back"
+    assert writer.pending == 1
+    release.set()
+    assert writer.close(timeout=5) and sent == ["first", "second"] and writer.pending == 0
 
 
 def test_writes_queued_during_an_outage_arrive_once_and_in_order(tmp_path, monkeypatch):

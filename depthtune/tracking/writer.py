@@ -42,27 +42,44 @@ class BackgroundWriter:
         self.max_backoff = max_backoff
         self.failed: list[str] = []
         self._queue: queue.Queue[_Write | None] = queue.Queue()
+        self._submitted = 0
+        self._done = 0
+        self._progress = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"mlflow-writer-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, description: str, send: Callable[[], None]) -> None:
-        """Queue ``send`` (one MLflow call, safe to repeat); returns at once."""
+    def submit(self, description: str, send: Callable[[], None]) -> int:
+        """Queue ``send`` (one MLflow call, safe to repeat); returns at once with its mark for ``wait_for``."""
+        with self._progress:
+            self._submitted += 1
+            mark = self._submitted
         self._queue.put(_Write(description, send))
+        return mark
 
     @property
     def pending(self) -> int:
         """Writes queued or in flight."""
-        return self._queue.unfinished_tasks
+        with self._progress:
+            return self._submitted - self._done
+
+    @property
+    def mark(self) -> int:
+        """The mark of the newest write queued so far (0: none)."""
+        with self._progress:
+            return self._submitted
+
+    def wait_for(self, mark: int, timeout: float | None = None) -> bool:
+        """Wait until the writes up to ``mark`` are sent (or dropped); False if ``timeout`` ran out first."""
+        with self._progress:
+            if self._progress.wait_for(lambda: self._done >= mark, timeout):
+                return True
+            unsent = mark - self._done
+        logger.warning("%s: %d MLflow writes still unsent after %.0f s", self.name, unsent, timeout)
+        return False
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every write queued so far is sent (or dropped); False if ``timeout`` ran out."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.pending:
-            if deadline is not None and time.monotonic() >= deadline:
-                logger.warning("%s: %d MLflow writes still unsent after %.0f s", self.name, self.pending, timeout)
-                return False
-            time.sleep(0.05)
-        return True
+        return self.wait_for(self.mark, timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush, then stop the thread; returns whether everything was sent."""
@@ -78,7 +95,10 @@ class BackgroundWriter:
                     return
                 self._send(write)
             finally:
-                self._queue.task_done()
+                if write is not None:
+                    with self._progress:
+                        self._done += 1
+                        self._progress.notify_all()
 
     def _send(self, write: _Write) -> None:
         failures, first_failure = 0, None
