@@ -39,11 +39,11 @@ def gradient_matching(d: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _mean_over_images(per_image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Average a (B,) tensor over the images that have at least one valid pixel."""
+    """Average a (B,) tensor over the images that have at least one valid pixel (0 when none has),
+    without reading anything back from the device: no host sync per training step."""
     has_valid = mask.flatten(1).any(1)
-    if not bool(has_valid.any()):
-        return per_image.sum() * 0.0
-    return per_image[has_valid].mean()
+    kept = torch.where(has_valid, per_image, torch.zeros_like(per_image))
+    return kept.sum() / has_valid.sum().clamp_min(1).to(per_image.dtype)
 
 
 def scale_invariant_loss(
