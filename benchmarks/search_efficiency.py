@@ -5,7 +5,7 @@ against the trial-epochs spent (all trials' epochs, in the order they ended), an
 merit is the share of random search's trial-epochs TPE + ASHA needs to reach random search's final
 best. Both get the same budget: TPE + ASHA's trace is cut where it has spent as many trial-epochs.
 
-    python benchmarks/search_efficiency.py [--seeds 0 1 2] [--random-trials 12] [--epochs 8]
+    python benchmarks/search_efficiency.py [--seeds 0 1 2] [--random-trials 12] [--epochs 8] [--startup-trials 4]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def sweep(method: str, seed: int, samples: int, args: argparse.Namespace, data: 
         {
             "model": "net12", "data": str(data), "experiment": f"search-{method}", "name": f"{method}-seed{seed}",
             "num_samples": samples, "max_concurrent": args.concurrent, "cpus_per_trial": THREADS / args.concurrent,
-            "grace_period": 1, "reduction_factor": 2, "seed": seed, "max_failures": 0, "search_space": SPACE, "preview_frames": 0,
+            "grace_period": 1, "reduction_factor": 2, "startup_trials": args.startup_trials, "seed": seed, "max_failures": 0, "search_space": SPACE, "preview_frames": 0,
             "storage_path": str(storage), "tracking_uri": tracking_uri, "register_as": f"search-{method}",
             "train": {"epochs": args.epochs, "batch_size": 16, "model_cfg": MODEL_CFG, "seed": 0},
             **METHODS[method],
@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--scenes", type=int, default=96)
     parser.add_argument("--concurrent", type=int, default=2)
+    parser.add_argument("--startup-trials", type=int, default=SweepConfig.startup_trials, help="TPE's seeded random trials before it models results")
     parser.add_argument("--json", type=Path, help="write every trace and comparison here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -155,7 +156,7 @@ def main() -> None:
     rows = [compare(by_seed["random+fifo", s], by_seed["tpe+asha", s]) for s in args.seeds]
     print_curves(traces, budget)
     print(f"\nbudget {budget} trial-epochs per sweep ({args.random_trials} random trials x {args.epochs} epochs; "
-          f"TPE + ASHA sampled up to {guided_samples} trials)")
+          f"TPE ({args.startup_trials} random start-up trials) + ASHA sampled up to {guided_samples} trials)")
     for row in rows:
         reached = (f"reached it after {row['tpe_asha_epochs_to_random_best']} trial-epochs = {row['share']:.0%} of the budget"
                    if row["share"] is not None else "did not reach it within the budget")

@@ -44,7 +44,10 @@ class BudgetAwareOptunaSearch(OptunaSearch):
 def search_algorithm(config: SweepConfig) -> BudgetAwareOptunaSearch:
     """The sweep's searcher: seeded Optuna TPE, or seeded uniform random sampling (the baseline)
     through the same Optuna plumbing, so both draw from the same distributions."""
-    sampler = TPESampler(seed=config.seed) if config.searcher == "tpe" else RandomSampler(seed=config.seed)
+    if config.searcher == "tpe":
+        sampler = TPESampler(seed=config.seed, n_startup_trials=config.startup_trials)
+    else:
+        sampler = RandomSampler(seed=config.seed)
     return BudgetAwareOptunaSearch(
         optuna_space(config.space), metric=config.metric, mode=config.mode, sampler=sampler, max_epochs=config.epochs
     )
@@ -71,11 +74,11 @@ def stopping_epochs(config: SweepConfig) -> frozenset[int]:
 
 def describe_search(config: SweepConfig) -> dict[str, str]:
     """The searcher and scheduler as the sweep's parent run records them."""
-    searcher = {"tpe": "TPE", "random": "random"}[config.searcher]
+    searcher = f"TPE, seed={config.seed}, {config.startup_trials} random start-up trials" if config.searcher == "tpe" else f"random, seed={config.seed}"
     scheduler = (
         "FIFO (no early stopping)"
         if config.scheduler == "fifo"
         else f"ASHA(metric={config.metric}, mode={config.mode}, max_t={config.epochs}, "
         f"grace_period={config.grace_period}, reduction_factor={config.reduction_factor})"
     )
-    return {"searcher": f"OptunaSearch({searcher}, seed={config.seed}, ASHA-stopped trials told as pruned)", "scheduler": scheduler}
+    return {"searcher": f"OptunaSearch({searcher}, ASHA-stopped trials told as pruned)", "scheduler": scheduler}

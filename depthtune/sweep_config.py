@@ -26,7 +26,10 @@ class SweepConfig:
     ``ray_address`` the cluster to run on (None: ``RAY_ADDRESS`` or a local Ray) and
     ``resources_per_trial`` custom Ray resources each trial needs besides CPUs and GPUs;
     ``searcher`` (``tpe`` or ``random``) and ``scheduler`` (``asha`` or ``fifo``: every trial
-    runs all its epochs) pick the search; random + FIFO is the brute-force baseline."""
+    runs all its epochs) pick the search; random + FIFO is the brute-force baseline;
+    ``startup_trials`` is how many seeded random trials TPE draws before it models the results
+    (4, not Optuna's 10: with tens of trials, 10 random ones are a third of the budget;
+    benchmarks/README.md, search efficiency)."""
 
     model: str
     search_space: dict[str, Any]
@@ -47,6 +50,7 @@ class SweepConfig:
     resources_per_trial: dict[str, float] = field(default_factory=dict)
     searcher: str = "tpe"
     scheduler: str = "asha"
+    startup_trials: int = 4
     grace_period: int = 1
     reduction_factor: int = 2
     max_failures: int = 2
@@ -109,7 +113,7 @@ class SweepConfig:
         for key, choices in (("searcher", SEARCHERS), ("scheduler", SCHEDULERS)):
             if getattr(self, key) not in choices:
                 problems.append(f"{key}={getattr(self, key)!r}: expected one of {list(choices)}")
-        for key in ("num_samples", "max_concurrent", "grace_period", "keep_checkpoints", "synthetic_scenes", "synthetic_workers", "preview_every"):
+        for key in ("num_samples", "max_concurrent", "startup_trials", "grace_period", "keep_checkpoints", "synthetic_scenes", "synthetic_workers", "preview_every"):
             value = getattr(self, key)
             if not (isinstance(value, int) and value >= 1):
                 problems.append(f"{key}={value!r}: expected an integer >= 1")

@@ -69,6 +69,19 @@ def test_random_search_ignores_results_and_tpe_uses_them(tmp_path: Path):
     assert _told(search_algorithm(configs["tpe"]), good) != _told(search_algorithm(configs["tpe"]), bad)
 
 
+def test_tpe_models_results_after_its_startup_trials(tmp_path: Path):
+    def tpe(startup: int):
+        return search_algorithm(sweep_config(tmp_path / "x.mat", tmp_path, seed=5, startup_trials=startup, train={"epochs": 4}))
+
+    good, bad = list(range(4)), list(range(4, 0, -1))
+    assert tpe(3)._sampler._n_startup_trials == 3
+    assert _told(tpe(3), good) != _told(tpe(3), bad)  # the 5th trial comes from the model of the first 4
+    assert _told(tpe(10), good) == _told(tpe(10), bad)  # still drawing its 10 random start-up trials
+    assert "3 random start-up trials" in describe_search(sweep_config(tmp_path / "x.mat", tmp_path, startup_trials=3))["searcher"]
+    with pytest.raises(ValueError, match="startup_trials=0"):
+        sweep_config(tmp_path / "x.mat", tmp_path, startup_trials=0)
+
+
 def test_fifo_runs_every_trial_to_the_end_asha_stops(tmp_path: Path):
     asha = sweep_config(tmp_path / "x.mat", tmp_path, grace_period=2, train={"epochs": 6})
     fifo = sweep_config(tmp_path / "x.mat", tmp_path, scheduler="fifo", train={"epochs": 6})
