@@ -289,12 +289,14 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         _save_state(experiment_dir, {**state, "tracking_uri": uri, "experiment_id": experiment_id})
         stack.push(_parent_closer(parent))
 
-        arrays = read_nyu(data)
+        # The dataset's one copy lives in the object store: trials map it, and the driver reads it back
+        # from there for the winner's test metrics instead of holding a second copy for the whole sweep.
+        arrays_ref = ray.put(read_nyu(data))
         trainable = tune.with_resources(
             tune.with_parameters(
                 run_trial,
                 sweep=config,
-                arrays=arrays,
+                arrays=arrays_ref,
                 tracking={"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent.run_id, "lineage": lineage},
                 train_extra=train_extra,
                 base_model=base,
@@ -337,7 +339,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         parent.set_tags({"depthtune.best_run_id": best_run_id, "depthtune.best_trial_id": best_trial_id})
         with winner_checkpoint.as_directory() as directory:
             registration, test_metrics = _register_best(
-                config, client, uri, arrays, Path(directory), best_params, best_run_id, best_trial_id,
+                config, client, uri, ray.get(arrays_ref), Path(directory), best_params, best_run_id, best_trial_id,
                 parent.run_id, train_extra, data_sha256, lineage,
             )
         dashboard = write_sweep_dashboard(load_sweep(client, parent.run_id), experiment_dir / DASHBOARD_FILE)

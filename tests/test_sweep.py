@@ -98,9 +98,10 @@ def test_fresh_process_in_the_sweep_folder_loads_the_winner_by_name(finished_swe
 
 def test_worse_second_sweep_leaves_the_champion_alone(finished_sweep, synthetic_file):
     workdir, first = finished_sweep
-    # Barely trained from a 0.1 m starting guess: certainly worse than the first sweep's winner.
+    # Barely trained from a 0.1 m starting guess: certainly worse than the first sweep's winner. Its
+    # trial loads in a worker process (as the GPU profiles do), forked with the object store's arrays.
     hopeless = {**SEARCH_SPACE, "lr": {"type": "loguniform", "low": 1e-7, "high": 2e-7}}
-    train = {"epochs": 1, "batch_size": 8, "model_cfg": {"input_size": [64, 80], "width": 0.125, "init_depth": 0.1}}
+    train = {"epochs": 1, "batch_size": 8, "num_workers": 1, "model_cfg": {"input_size": [64, 80], "width": 0.125, "init_depth": 0.1}}
     second = run_in(
         workdir, sweep_config(synthetic_file, workdir / "ray_results", name="hopeless", num_samples=1, search_space=hopeless, train=train)
     )

@@ -63,6 +63,17 @@ def test_shipped_configs_are_valid(profile):
             SweepConfig.from_dict(yaml.safe_load(path.read_text()), profile=profile, where=str(path))
 
 
+@pytest.mark.parametrize("profile", ["paper", "cpu"])
+def test_shipped_loader_workers_fit_in_a_trials_cpus(profile):
+    """GPU trials load in worker processes beside the training one; one-CPU trials load inline."""
+    for path in CONFIGS.glob("*.yaml"):
+        if path.name != "demo.yaml":
+            config = SweepConfig.from_dict(yaml.safe_load(path.read_text()), profile=profile, where=str(path))
+            lows = {name: r.low for name, r in config.space.items()}
+            workers = config.trial_config(lows, net12_checkpoint=config.net12_model).num_workers
+            assert workers == (0 if config.cpus_per_trial <= 1 else config.cpus_per_trial - 1), path
+
+
 def test_resume_needs_a_sweep_and_a_new_sweep_never_overwrites_one(tmp_path):
     """Both refusals come before any data, server or Ray is touched."""
     from depthtune.tune import STATE_FILE, run_sweep
