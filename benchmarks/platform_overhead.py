@@ -4,7 +4,10 @@ Tune, best weights carried, prediction grids), alternating b/a. Prints the media
 steady-state time per epoch (epoch 2 onwards: the time between consecutive epoch ends) and, apart,
 the one-time start-up of each side.
 
-    python benchmarks/platform_overhead.py [--reps 3] [--epochs 6] [--scenes 96] [--cpu-by-role]
+    python benchmarks/platform_overhead.py [--reps 4] [--epochs 6] [--scenes 300] [--cpu-by-role]
+
+300 scenes is the data the README's sweep trains on by default (an epoch of about 8 s here); with
+96 the epochs are 3x shorter and the per-epoch costs weigh 3x more.
 
 ``--cpu-by-role`` also samples /proc and prints, per steady-state epoch, the CPU seconds of each
 process role (trial worker, driver, raylet, gcs, mlflow server): where the extra time goes.
@@ -40,9 +43,10 @@ SPACE = {
 THREADS = 2
 
 
-def tracked(data: Path, workdir: Path, epochs: int, preview_frames: int) -> tuple[list[float], float, dict]:
+def tracked(data: Path, workdir: Path, epochs: int, preview_frames: int) -> tuple[list[float], list[float], float, dict]:
     """(b): a one-trial sweep in ``workdir``; returns epoch-end times (s, from the trial's metric
-    timestamps), start-up (call to first epoch end minus that epoch's training) and the params."""
+    timestamps), each epoch's train + evaluation seconds, start-up (call to first epoch end minus
+    that epoch's training) and the params."""
     config = SweepConfig.from_dict(
         {
             "model": "net12", "data": str(data), "num_samples": 1, "max_concurrent": 1, "cpus_per_trial": THREADS,
@@ -63,11 +67,12 @@ def tracked(data: Path, workdir: Path, epochs: int, preview_frames: int) -> tupl
     history = sorted(client.get_metric_history(outcome.best_run_id, "val_loss"), key=lambda m: m.step)
     seconds = sorted(client.get_metric_history(outcome.best_run_id, "epoch_seconds"), key=lambda m: m.step)
     ends = [m.timestamp / 1000 for m in history]
-    return ends, ends[0] - started - seconds[0].value, outcome.best_params
+    return ends, [m.value for m in seconds], ends[0] - started - seconds[0].value, outcome.best_params
 
 
-def bare(data: Path, workdir: Path, epochs: int, params: dict) -> tuple[list[float], float]:
-    """(a): the training loop alone with the same settings; returns epoch-end times and start-up."""
+def bare(data: Path, workdir: Path, epochs: int, params: dict) -> tuple[list[float], list[float], float]:
+    """(a): the training loop alone with the same settings; returns epoch-end times, each epoch's
+    train + evaluation seconds and start-up."""
     torch.set_num_threads(THREADS)
     config = TrainConfig.from_dict(
         {"model": "net12", "data": str(data), "epochs": epochs, "batch_size": 16, "model_cfg": model_config("cpu", "net12"),
@@ -83,12 +88,23 @@ def bare(data: Path, workdir: Path, epochs: int, params: dict) -> tuple[list[flo
         seconds.append(metrics["epoch_seconds"])
 
     train(config, workdir / "checkpoints", arrays=arrays, on_epoch=on_epoch)
-    return ends, ends[0] - started - seconds[0]
+    return ends, seconds, ends[0] - started - seconds[0]
 
 
 def steady(ends: list[float]) -> float:
     """Median time between consecutive epoch ends, from the second epoch on."""
     return statistics.median(b - a for a, b in zip(ends, ends[1:]))
+
+
+def in_loop(seconds: list[float]) -> float:
+    """Median train + evaluation seconds of an epoch, from the second epoch on."""
+    return statistics.median(seconds[1:])
+
+
+def between_epochs(ends: list[float], seconds: list[float]) -> float:
+    """Median seconds per epoch outside training and evaluation (checkpointing and, tracked, the
+    trial's reporting: best weights, grids, queueing metrics, ``tune.report``), from the second on."""
+    return statistics.median(b - a - s for a, b, s in zip(ends, ends[1:], seconds[1:]))
 
 
 def cpu_per_epoch(sampler: TreeCPUSampler, ends: list[float]) -> str:
@@ -100,9 +116,9 @@ def cpu_per_epoch(sampler: TreeCPUSampler, ends: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--scenes", type=int, default=96)
+    parser.add_argument("--scenes", type=int, default=300)
     parser.add_argument("--preview-frames", type=int, default=4, help="0: no prediction grids (to see what they cost)")
     parser.add_argument("--cpu-by-role", action="store_true", help="print CPU seconds per epoch of each process role")
     args = parser.parse_args()
@@ -113,25 +129,32 @@ def main() -> None:
         data.parent.mkdir(exist_ok=True)
         generate_dataset(data, args.scenes, seed=1, workers=THREADS)
     ray.init(num_cpus=THREADS, include_dashboard=False, log_to_driver=False)
-    ratios, starts_a, starts_b = [], [], []
+    ratios, loop_ratios, outside_a, outside_b, starts_a, starts_b = [], [], [], [], [], []
     try:
         for rep in range(args.reps):
             with tempfile.TemporaryDirectory() as b_dir, tempfile.TemporaryDirectory() as a_dir, TreeCPUSampler() as sampler:
-                ends_b, start_b, params = tracked(data, Path(b_dir), args.epochs, args.preview_frames)
-                ends_a, start_a = bare(data, Path(a_dir), args.epochs, params)
+                ends_b, seconds_b, start_b, params = tracked(data, Path(b_dir), args.epochs, args.preview_frames)
+                ends_a, seconds_a, start_a = bare(data, Path(a_dir), args.epochs, params)
             if args.cpu_by_role:
                 print(f"  CPU s per epoch, tracked: {cpu_per_epoch(sampler, ends_b)}\n  CPU s per epoch, bare:    {cpu_per_epoch(sampler, ends_a)}")
             ratio = steady(ends_b) / steady(ends_a)
             ratios.append(ratio)
+            loop_ratios.append(in_loop(seconds_b) / in_loop(seconds_a))
+            outside_a.append(between_epochs(ends_a, seconds_a))
+            outside_b.append(between_epochs(ends_b, seconds_b))
             starts_a.append(start_a)
             starts_b.append(start_b)
             print(f"rep {rep + 1}: per epoch bare {steady(ends_a):.2f} s, tracked {steady(ends_b):.2f} s, ratio b/a {ratio:.3f}; "
-                  f"start-up bare {start_a:.1f} s, tracked {start_b:.1f} s")
+                  f"start-up bare {start_a:.1f} s, tracked {start_b:.1f} s; train + evaluation b/a {loop_ratios[-1]:.3f}, "
+                  f"between epochs bare {outside_a[-1]:.2f} s, tracked {outside_b[-1]:.2f} s")
     finally:
         ray.shutdown()
     print(f"median steady-state ratio tracked/bare over {args.reps} alternating runs: {statistics.median(ratios):.3f} "
           f"(bar <= 1.05); start-up: bare {statistics.median(starts_a):.1f} s, tracked sweep {statistics.median(starts_b):.1f} s "
           f"(Ray, the local mlflow server, runs; a shared server and a running cluster take less)")
+    print(f"of it: train + evaluation b/a median {statistics.median(loop_ratios):.3f} (threads beside the training, and noise); "
+          f"between epochs median bare {statistics.median(outside_a):.2f} s, tracked {statistics.median(outside_b):.2f} s "
+          f"(the trial's own per-epoch work)")
 
 
 if __name__ == "__main__":

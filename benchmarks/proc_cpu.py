@@ -76,7 +76,6 @@ class TreeCPUSampler:
         self.root = os.getpid()
         self.times: list[float] = []
         self.samples: list[dict[int, tuple[str, float]]] = []
-        self._roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-cpu-sampler", daemon=True)
 
@@ -94,8 +93,7 @@ class TreeCPUSampler:
             for pid in _descendants(self.root):
                 seconds = _cpu_seconds(pid)
                 if seconds is not None:
-                    role = self._roles.setdefault(pid, _role(pid, self.root))
-                    sample[pid] = (role, seconds)
+                    sample[pid] = (_role(pid, self.root), seconds)  # a forked raylet child becomes a worker
             self.times.append(time.time())
             self.samples.append(sample)
             self._stop.wait(self.period)

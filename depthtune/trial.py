@@ -25,7 +25,7 @@ from depthtune.data import NYUArrays
 from depthtune.searcher import stopping_epochs
 from depthtune.sweep_config import SweepConfig
 from depthtune.tracking.lineage import BaseModel
-from depthtune.tracking.previews import prediction_grid
+from depthtune.tracking.previews import log_grid, prediction_grid
 from depthtune.tracking.runs import RUN_ID_KEY, SWEEP_TAG, TIMESTAMP_KEY, TRIAL_TAG, RunLogger, find_run
 from depthtune.tracking.writer import BackgroundWriter
 from depthtune.train import TrainConfig, data_splits, is_better, pick_device, train
@@ -216,7 +216,7 @@ def _train_reporting(
             model = model_from_checkpoint(checkpoint_dir)
             grid = prediction_grid(model, arrays, preview_frames, f"epoch {epoch + 1}", device=str(pick_device(config.device)))
             artifact = f"predictions/epoch_{epoch + 1:03d}.png"
-            writer.submit(artifact, lambda: client.log_image(run.run_id, grid, artifact_file=artifact))
+            writer.submit(artifact, lambda: log_grid(client, run.run_id, grid, artifact))
         writer.wait_for(writer.mark if epoch + 1 in may_stop_after else queued_before, timeout=REPORT_FLUSH_S)
         queued_before = writer.mark
         tune.report(

@@ -1,8 +1,11 @@
 """Runs owned by depthtune on a real mlflow server: nesting, batched epochs, resume, statuses."""
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
+from PIL import Image
 
+from depthtune.tracking.previews import log_grid
 from depthtune.tracking.runs import RunLogger, find_run
 from depthtune.tracking.server import TrackingServer, embedded_store
 
@@ -51,3 +54,15 @@ def test_find_run_by_dotted_tags(server):
     RunLogger.start(client, experiment, name="other", tags={"depthtune.trial_id": "abc_00002"})
     assert find_run(client, experiment, {"depthtune.trial_id": "abc_00001"}) == run.run_id
     assert find_run(client, experiment, {"depthtune.trial_id": "abc_00003"}) is None
+
+
+def test_prediction_grid_logged_as_lossless_png(server, tmp_path):
+    client = MlflowClient(server.uri)
+    run = RunLogger.start(client, client.create_experiment("grid-test"), name="trial")
+    pixels = np.random.default_rng(0).integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
+    log_grid(client, run.run_id, Image.fromarray(pixels), "predictions/epoch_002.png")
+    assert [a.path for a in client.list_artifacts(run.run_id, "predictions")] == ["predictions/epoch_002.png"]
+    local = client.download_artifacts(run.run_id, "predictions/epoch_002.png", str(tmp_path))
+    with Image.open(local) as image:
+        assert image.format == "PNG"
+        assert np.array_equal(np.asarray(image), pixels)

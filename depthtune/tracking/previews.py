@@ -3,8 +3,12 @@ RGB, ground truth and the model's prediction, the two depth maps on the row's ow
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 from matplotlib import colormaps
+from mlflow import MlflowClient
 from PIL import Image, ImageDraw
 from torch import nn
 
@@ -13,6 +17,9 @@ from depthtune.predictor import DepthPredictor
 
 COLUMNS = ("RGB", "ground truth", "prediction")
 HEADER = 18
+# zlib level 1 encodes a grid about 3x faster than PIL's default 6 for a file about 25% larger: the
+# encoding shares the trial's CPUs with its training.
+PNG_COMPRESS_LEVEL = 1
 
 
 def colorize(depth: np.ndarray, low: float, high: float, colormap: str = "magma_r") -> np.ndarray:
@@ -49,3 +56,12 @@ def prediction_grid(
     for i, name in enumerate(COLUMNS):
         draw.text((i * column_width + 4, 3), f"{name}  ({title})" if i == 0 else name, fill="black")
     return canvas
+
+
+def log_grid(client: MlflowClient, run_id: str, grid: Image.Image, artifact_file: str) -> None:
+    """Log ``grid`` as the PNG ``artifact_file`` (e.g. ``predictions/epoch_002.png``) of run ``run_id``."""
+    path = Path(artifact_file)
+    with tempfile.TemporaryDirectory() as directory:
+        local = Path(directory) / path.name
+        grid.save(local, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        client.log_artifact(run_id, str(local), artifact_path=str(path.parent) if path.parent != Path(".") else None)
