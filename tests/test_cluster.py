@@ -30,7 +30,7 @@ OUTAGE_S = 30
 EPOCHS = 8
 # ASHA may stop a trial first at epoch GRACE: the victim must be killed well before that, or it is
 # stopped on worker-b and never moves.
-GRACE = 5
+GRACE = 6
 
 
 @pytest.fixture(scope="module")
@@ -102,14 +102,21 @@ def _driver(cluster: LocalRayCluster, tracking: TrackingServer, config: Path, st
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent, start_new_session=True)
 
 
-def _trial_runs(client: MlflowClient, sweep_name: str) -> list:
+def _trial_query(client: MlflowClient, sweep_name: str) -> tuple[str, str] | None:
+    """(experiment id, filter) that finds the trial runs of sweep ``sweep_name``, once its run exists."""
     experiment = client.get_experiment_by_name("cluster")
     if experiment is None:
-        return []
+        return None
     parents = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{sweep_name}'")
     if not parents:
-        return []
-    return client.search_runs([experiment.experiment_id], f"tags.`depthtune.sweep_run_id` = '{parents[0].info.run_id}'")
+        return None
+    return experiment.experiment_id, f"tags.`depthtune.sweep_run_id` = '{parents[0].info.run_id}'"
+
+
+def _trial_runs(client: MlflowClient, sweep_name: str, query: tuple[str, str] | None = None) -> list:
+    """The trial runs of sweep ``sweep_name`` (``query``: its ``_trial_query``, to save two requests)."""
+    query = query or _trial_query(client, sweep_name)
+    return client.search_runs([query[0]], query[1]) if query else []
 
 
 def _steps(client: MlflowClient, run_id: str, key: str = "val_loss") -> list[int]:
@@ -168,16 +175,18 @@ def test_sweep_spans_both_workers_and_survives_a_dead_worker_a_tracking_outage_a
     config, log = _config_file(tmp_path, synthetic_file), tmp_path / "driver.log"
     driver = _driver(cluster, tracking, config, tmp_path / "shared", "faults", log)
     try:
+        query = {}
+
         def two_workers_busy_b_early():
-            """Trials training on both workers, worker-b's with epochs left to lose (1-2 done, so
-            three more epochs before ASHA's first rung could stop it).
+            """A trial on each worker, worker-b's with a checkpoint and epochs left to lose (1 to
+            GRACE - 3 done: at least three more before ASHA's rung at GRACE could stop it).
             Epochs are counted from the checkpoints on the shared storage: quicker than MLflow."""
-            runs = [r for r in _trial_runs(client, "faults") if r.info.status == "RUNNING"]
+            query["faults"] = query.get("faults") or _trial_query(client, "faults")  # then one request a poll
+            runs = [r for r in _trial_runs(client, "faults", query["faults"]) if r.info.status == "RUNNING"]
             done = {r.info.run_id: _epochs_checkpointed(tmp_path / "shared" / "faults" / f"net12_{r.data.tags['depthtune.trial_id']}")
                     for r in runs}
-            on = {name: [r for r in runs if r.data.tags.get("depthtune.node_name") == name and done[r.info.run_id] >= 1]
-                  for name in ("worker-a", "worker-b")}
-            early = [r for r in on["worker-b"] if done[r.info.run_id] <= GRACE - 3]
+            on = {name: [r for r in runs if r.data.tags.get("depthtune.node_name") == name] for name in ("worker-a", "worker-b")}
+            early = [r for r in on["worker-b"] if 1 <= done[r.info.run_id] <= GRACE - 3]
             return (on["worker-a"] + early) if on["worker-a"] and early else None
 
         running = _wait(two_workers_busy_b_early, 180, "trials running on both workers", driver, log, poll=0.1)
