@@ -4,10 +4,13 @@ Tune, best weights carried, prediction grids), alternating b/a. Prints the media
 steady-state time per epoch (epoch 2 onwards: the time between consecutive epoch ends) and, apart,
 the one-time start-up of each side.
 
-    python benchmarks/platform_overhead.py [--reps 4] [--epochs 6] [--scenes 300] [--cpu-by-role]
+    python benchmarks/platform_overhead.py [--reps 4] [--epochs 6] [--scenes 300] [--threads 2] [--cpu-by-role]
 
 300 scenes is the data the README's sweep trains on by default (an epoch of about 8 s here); with
 96 the epochs are 3x shorter and the per-epoch costs weigh 3x more.
+
+``--threads 1`` trains on one of the two cores on both sides and leaves the other to Ray, Tune and
+MLflow, as a GPU node's CPUs are left: the platform's own cost without CPU contention.
 
 ``--cpu-by-role`` also samples /proc and prints, per steady-state epoch, the CPU seconds of each
 process role (trial worker, driver, raylet, gcs, mlflow server): where the extra time goes.
@@ -40,16 +43,15 @@ SPACE = {
     "step_size": {"type": "int", "low": 3, "high": 6},
     "grad_weight": {"type": "uniform", "low": 0.0, "high": 2.0},
 }
-THREADS = 2
 
 
-def tracked(data: Path, workdir: Path, epochs: int, preview_frames: int) -> tuple[list[float], list[float], float, dict]:
+def tracked(data: Path, workdir: Path, epochs: int, preview_frames: int, threads: int) -> tuple[list[float], list[float], float, dict]:
     """(b): a one-trial sweep in ``workdir``; returns epoch-end times (s, from the trial's metric
     timestamps), each epoch's train + evaluation seconds, start-up (call to first epoch end minus
     that epoch's training) and the params."""
     config = SweepConfig.from_dict(
         {
-            "model": "net12", "data": str(data), "num_samples": 1, "max_concurrent": 1, "cpus_per_trial": THREADS,
+            "model": "net12", "data": str(data), "num_samples": 1, "max_concurrent": 1, "cpus_per_trial": threads,
             "grace_period": epochs, "seed": 0, "storage_path": str(workdir / "ray_results"), "search_space": SPACE,
             "preview_frames": preview_frames,
             "train": {"epochs": epochs, "batch_size": 16, "model_cfg": model_config("cpu", "net12")},
@@ -70,10 +72,10 @@ def tracked(data: Path, workdir: Path, epochs: int, preview_frames: int) -> tupl
     return ends, [m.value for m in seconds], ends[0] - started - seconds[0].value, outcome.best_params
 
 
-def bare(data: Path, workdir: Path, epochs: int, params: dict) -> tuple[list[float], list[float], float]:
+def bare(data: Path, workdir: Path, epochs: int, params: dict, threads: int) -> tuple[list[float], list[float], float]:
     """(a): the training loop alone with the same settings; returns epoch-end times, each epoch's
     train + evaluation seconds and start-up."""
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
     config = TrainConfig.from_dict(
         {"model": "net12", "data": str(data), "epochs": epochs, "batch_size": 16, "model_cfg": model_config("cpu", "net12"),
          "select_metric": "val_loss", **params}
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--scenes", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2, help="training threads on both sides (this machine has 2 cores)")
     parser.add_argument("--preview-frames", type=int, default=4, help="0: no prediction grids (to see what they cost)")
     parser.add_argument("--cpu-by-role", action="store_true", help="print CPU seconds per epoch of each process role")
     args = parser.parse_args()
@@ -127,14 +130,14 @@ def main() -> None:
     if not data.is_file():
         print(f"generating {args.scenes} synthetic scenes into {data} (once)")
         data.parent.mkdir(exist_ok=True)
-        generate_dataset(data, args.scenes, seed=1, workers=THREADS)
-    ray.init(num_cpus=THREADS, include_dashboard=False, log_to_driver=False)
+        generate_dataset(data, args.scenes, seed=1, workers=2)
+    ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False)
     ratios, loop_ratios, outside_a, outside_b, starts_a, starts_b = [], [], [], [], [], []
     try:
         for rep in range(args.reps):
             with tempfile.TemporaryDirectory() as b_dir, tempfile.TemporaryDirectory() as a_dir, TreeCPUSampler() as sampler:
-                ends_b, seconds_b, start_b, params = tracked(data, Path(b_dir), args.epochs, args.preview_frames)
-                ends_a, seconds_a, start_a = bare(data, Path(a_dir), args.epochs, params)
+                ends_b, seconds_b, start_b, params = tracked(data, Path(b_dir), args.epochs, args.preview_frames, args.threads)
+                ends_a, seconds_a, start_a = bare(data, Path(a_dir), args.epochs, params, args.threads)
             if args.cpu_by_role:
                 print(f"  CPU s per epoch, tracked: {cpu_per_epoch(sampler, ends_b)}\n  CPU s per epoch, bare:    {cpu_per_epoch(sampler, ends_a)}")
             ratio = steady(ends_b) / steady(ends_a)

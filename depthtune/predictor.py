@@ -46,10 +46,19 @@ class DepthPredictor:
         module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return cls(module, device)
 
-    @torch.no_grad()
     def predict(self, rgb: np.ndarray) -> np.ndarray:
         """Depth in metres at the image's own resolution."""
         image = np.asarray(rgb)
-        x = self.transform.eval_input(image)[None].to(self.device)
-        depth = torch.exp(self.module(x).float())
-        return to_frame(depth, frame_shape=image.shape[:2], output_region=self.module.output_region)[0].cpu().numpy()
+        return self._depth(self.transform.eval_input(image)[None], image.shape[:2])[0]
+
+    def predict_batch(self, rgb: np.ndarray) -> np.ndarray:
+        """Depth (N, H, W) in metres for N same-sized images (N, H, W, 3) in one forward pass."""
+        images = np.asarray(rgb)
+        if images.ndim != 4:
+            raise ValueError(f"expected same-sized RGB images as uint8 NxHxWx3, got {images.dtype} {images.shape}")
+        return self._depth(torch.stack([self.transform.eval_input(image) for image in images]), images.shape[1:3])
+
+    @torch.no_grad()
+    def _depth(self, inputs: torch.Tensor, frame_shape: tuple[int, int]) -> np.ndarray:
+        depth = torch.exp(self.module(inputs.to(self.device)).float())
+        return to_frame(depth, frame_shape=frame_shape, output_region=self.module.output_region).cpu().numpy()

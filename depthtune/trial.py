@@ -22,6 +22,7 @@ from ray import tune
 
 from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint, save_checkpoint
 from depthtune.data import NYUArrays
+from depthtune.predictor import DepthPredictor
 from depthtune.searcher import stopping_epochs
 from depthtune.sweep_config import SweepConfig
 from depthtune.tracking.lineage import BaseModel
@@ -64,6 +65,15 @@ def _keep_weights(source: Path, target: Path) -> None:
     """Copy the model part of the checkpoint ``source`` (no optimizer state) to ``target``."""
     state = load_checkpoint(source)
     save_checkpoint(target.parent, {key: state[key] for key in ("model_name", "model_config", "model", "epoch")})
+
+
+def _preview_predictor(predictor: DepthPredictor | None, checkpoint_dir: Path, device: str) -> DepthPredictor:
+    """A predictor with the weights of ``checkpoint_dir``: the trial's previous one reloaded (the
+    architecture and its geometry are the same every epoch), or a new one for its first grid."""
+    if predictor is None:
+        return DepthPredictor(model_from_checkpoint(checkpoint_dir), device)
+    predictor.module.load_state_dict(load_checkpoint(checkpoint_dir)["model"])
+    return predictor
 
 
 def _restored_checkpoint(workdir: Path) -> tuple[Path | None, dict[str, Any]]:
@@ -196,9 +206,10 @@ def _train_reporting(
     preview_frames = list(data_splits(config, len(arrays)).val[: sweep.preview_frames])
     may_stop_after = stopping_epochs(sweep)
     queued_before = writer.mark
+    predictor: DepthPredictor | None = None
 
     def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
-        nonlocal queued_before
+        nonlocal queued_before, predictor
         epoch = int(metrics["epoch"])
         record = {"step": epoch, "timestamp_ms": int(time.time() * 1000), "metrics": metrics}
         state["epochs"].append(record)
@@ -213,8 +224,8 @@ def _train_reporting(
         if epoch not in already_logged:  # a retrained epoch repeats its values exactly (seeded training)
             writer.submit(f"epoch {epoch + 1} metrics", _epoch_sender(run, record))
         if preview_frames and ((epoch + 1) % sweep.preview_every == 0 or epoch + 1 == config.epochs):
-            model = model_from_checkpoint(checkpoint_dir)
-            grid = prediction_grid(model, arrays, preview_frames, f"epoch {epoch + 1}", device=str(pick_device(config.device)))
+            predictor = _preview_predictor(predictor, checkpoint_dir, str(pick_device(config.device)))
+            grid = prediction_grid(predictor, arrays, preview_frames, f"epoch {epoch + 1}")
             artifact = f"predictions/epoch_{epoch + 1:03d}.png"
             writer.submit(artifact, lambda: log_grid(client, run.run_id, grid, artifact))
         writer.wait_for(writer.mark if epoch + 1 in may_stop_after else queued_before, timeout=REPORT_FLUSH_S)

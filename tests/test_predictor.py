@@ -36,3 +36,15 @@ def test_bad_image_is_named(tmp_path):
     predictor = DepthPredictor.from_files(*save_model_files(build("net12", **TINY["net12"]), tmp_path))
     with pytest.raises(ValueError, match="uint8 HxWx3"):
         predictor.predict(np.zeros((10, 10), np.float32))
+
+
+def test_a_batch_predicts_each_image_as_alone(tmp_path):
+    torch.manual_seed(0)
+    predictor = DepthPredictor.from_files(*save_model_files(build("net12", **TINY["net12"]), tmp_path))
+    images = np.random.default_rng(1).integers(0, 255, size=(3, 96, 128, 3), dtype=np.uint8)
+    batch = predictor.predict_batch(images)
+    assert batch.shape == (3, 96, 128)
+    for image, depth in zip(images, batch):
+        np.testing.assert_allclose(depth, predictor.predict(image), rtol=1e-4)
+    with pytest.raises(ValueError, match="NxHxWx3"):
+        predictor.predict_batch(images[0])

@@ -1,11 +1,15 @@
-"""Runs owned by depthtune on a real mlflow server: nesting, batched epochs, resume, statuses."""
+"""Runs owned by depthtune on a real mlflow server: nesting, batched epochs, resume, statuses, and the
+prediction grids trials log to them."""
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
-from depthtune.tracking.previews import log_grid
+from conftest import TINY
+from depthtune.models import build
+from depthtune.predictor import DepthPredictor
+from depthtune.tracking.previews import HEADER, log_grid, prediction_grid
 from depthtune.tracking.runs import RunLogger, find_run
 from depthtune.tracking.server import TrackingServer, embedded_store
 
@@ -66,3 +70,13 @@ def test_prediction_grid_logged_as_lossless_png(server, tmp_path):
     with Image.open(local) as image:
         assert image.format == "PNG"
         assert np.array_equal(np.asarray(image), pixels)
+
+
+def test_prediction_grid_has_a_row_per_frame_at_half_size(synthetic_arrays):
+    predictor = DepthPredictor(build("net12", **TINY["net12"]))
+    grid = prediction_grid(predictor, synthetic_arrays, [2, 0, 1], "epoch 4")
+    height, width = synthetic_arrays.images.shape[1:3]
+    assert grid.size == (3 * (width // 2), 3 * (height // 2) + HEADER)
+    pixels = np.asarray(grid)[HEADER:]
+    first_rgb = pixels[: height // 2, : width // 2]
+    assert np.abs(first_rgb.astype(int) - np.asarray(Image.fromarray(synthetic_arrays.images[2]).resize((width // 2, height // 2), Image.BILINEAR))).max() == 0

@@ -10,7 +10,6 @@ import numpy as np
 from matplotlib import colormaps
 from mlflow import MlflowClient
 from PIL import Image, ImageDraw
-from torch import nn
 
 from depthtune.data import NYUArrays
 from depthtune.predictor import DepthPredictor
@@ -35,19 +34,24 @@ def _shrink(image: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((image.shape[1] // factor, image.shape[0] // factor), Image.BILINEAR))
 
 
-def prediction_grid(
-    model: nn.Module, arrays: NYUArrays, indices: list[int], title: str, device: str = "cpu", shrink: int = 2
-) -> Image.Image:
-    """One row per frame in ``indices``: RGB | ground truth | prediction, each ``1/shrink`` size."""
-    predictor = DepthPredictor(model, device)
+def _subsample(depth: np.ndarray, factor: int) -> np.ndarray:
+    """Every ``factor``-th pixel (no blending of valid depths with invalid zeros), at ``_shrink``'s size."""
+    height, width = depth.shape[0] // factor, depth.shape[1] // factor
+    return depth[: height * factor : factor, : width * factor : factor]
+
+
+def prediction_grid(predictor: DepthPredictor, arrays: NYUArrays, indices: list[int], title: str, shrink: int = 2) -> Image.Image:
+    """One row per frame in ``indices``: RGB | ground truth | prediction, each ``1/shrink`` size. The
+    frames go through the model as one batch and are coloured at the shrunk size: the grid is made
+    beside a trial's training."""
+    predicted = predictor.predict_batch(arrays.images[list(indices)])
     rows = []
-    for index in indices:
-        rgb, truth = arrays.images[index], arrays.depths[index]
-        predicted = predictor.predict(rgb)
+    for index, prediction in zip(indices, predicted):
+        truth = arrays.depths[index]
         valid = truth[np.isfinite(truth) & (truth > 0)]
         low, high = (float(valid.min()), float(valid.max())) if valid.size else (0.0, 10.0)
-        row = np.concatenate([rgb, colorize(truth, low, high), colorize(predicted, low, high)], axis=1)
-        rows.append(_shrink(row, shrink))
+        depths = [colorize(_subsample(depth, shrink), low, high) for depth in (truth, prediction)]
+        rows.append(np.concatenate([_shrink(arrays.images[index], shrink), *depths], axis=1))
     grid = np.concatenate(rows, axis=0)
     canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + HEADER), "white")
     canvas.paste(Image.fromarray(grid), (0, HEADER))
