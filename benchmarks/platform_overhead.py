@@ -1,32 +1,44 @@
 """Platform overhead: the same training work run (a) as the bare training loop and (b) as a
 one-trial Ray Tune sweep with full MLflow tracking (per-epoch metrics, checkpoints persisted by
-Tune, best weights carried, prediction grids), alternating b/a. Prints the median ratio b/a of the
+Tune, best weights carried, prediction grids), run as a b a b ... a. Each b is compared with the mean of
+the a before and after it, which cancels the drift of this shared machine's speed (the same bare
+run takes 2.0 s an epoch and 3.0 s a few minutes later). Prints the median of those ratios for the
 steady-state time per epoch (epoch 2 onwards: the time between consecutive epoch ends) and, apart,
 the one-time start-up of each side.
 
-    python benchmarks/platform_overhead.py [--reps 4] [--epochs 6] [--scenes 300] [--threads 2] [--cpu-by-role]
+    python benchmarks/platform_overhead.py [--reps 6] [--epochs 6] [--scenes 300] [--threads 2] [--control] [--cpu-by-role]
 
-300 scenes is the data the README's sweep trains on by default (an epoch of about 8 s here); with
-96 the epochs are 3x shorter and the per-epoch costs weigh 3x more.
+(a) runs in a fresh Python process of its own with nothing else running: no Ray, no measuring
+thread in its process. (b) is ``run_sweep`` as a user calls it: it starts a local Ray and a local
+mlflow server and stops both at its end. 300 scenes is the data the README's sweep trains on by
+default (an epoch of about 8 s here); with 96 the epochs are 3x shorter and the per-epoch costs
+weigh 3x more.
 
 ``--threads 1`` trains on one of the two cores on both sides and leaves the other to Ray, Tune and
 MLflow, as a GPU node's CPUs are left: the platform's own cost without CPU contention.
 
-``--cpu-by-role`` also samples /proc and prints, per steady-state epoch, the CPU seconds of each
-process role (trial worker, driver, raylet, gcs, mlflow server): where the extra time goes.
+``--control`` runs the bare loop on both sides (an A/A comparison with the same protocol): the spread
+of its ratios is what this machine's noise alone produces.
+
+``--cpu-by-role`` also samples /proc (in a thread of the benchmark's process, so only when asked) and
+prints, per steady-state epoch, the CPU seconds of each process role (bare loop, trial worker,
+driver, raylet, gcs, mlflow server): where the extra time goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import ray
 import torch
 from mlflow import MlflowClient
 from proc_cpu import TreeCPUSampler
@@ -43,6 +55,10 @@ SPACE = {
     "step_size": {"type": "int", "low": 3, "high": 6},
     "grad_weight": {"type": "uniform", "low": 0.0, "high": 2.0},
 }
+
+# Both sides of ``--control`` train with these (the tracked side's come from the seeded searcher).
+CONTROL_PARAMS = {"lr": 0.01, "momentum": 0.9, "step_size": 5, "grad_weight": 1.0}
+BARE_RESULT = "bare_result.json"
 
 
 def tracked(data: Path, workdir: Path, epochs: int, preview_frames: int, threads: int) -> tuple[list[float], list[float], float, dict]:
@@ -93,6 +109,20 @@ def bare(data: Path, workdir: Path, epochs: int, params: dict, threads: int) -> 
     return ends, seconds, ends[0] - started - seconds[0]
 
 
+def first_proposal(data: Path, preview_frames: int, threads: int) -> dict:
+    """The hyperparameters the seeded searcher proposes first (every tracked run trains with them)."""
+    with tempfile.TemporaryDirectory() as directory:
+        return tracked(data, Path(directory), 1, preview_frames, threads)[3]
+
+
+def bare_in_own_process(data: Path, workdir: Path, epochs: int, params: dict, threads: int) -> tuple[list[float], list[float], float]:
+    """(a) in a fresh Python process (``--bare-child``), so that nothing else runs beside it."""
+    job = {"data": str(data), "workdir": str(workdir), "epochs": epochs, "params": params, "threads": threads}
+    subprocess.run([sys.executable, __file__, "--bare-child", json.dumps(job)], check=True)
+    ends, seconds, start = json.loads((workdir / BARE_RESULT).read_text())
+    return ends, seconds, start
+
+
 def steady(ends: list[float]) -> float:
     """Median time between consecutive epoch ends, from the second epoch on."""
     return statistics.median(b - a for a, b in zip(ends, ends[1:]))
@@ -116,47 +146,66 @@ def cpu_per_epoch(sampler: TreeCPUSampler, ends: list[float]) -> str:
     return ", ".join(f"{role} {seconds / epochs:.2f}" for role, seconds in sorted(used.items(), key=lambda kv: -kv[1]) if seconds > 0)
 
 
+def run_bare_child(job: dict) -> None:
+    """The ``--bare-child`` process: run (a) and leave its timings in the job's work directory."""
+    workdir = Path(job["workdir"])
+    result = bare(Path(job["data"]), workdir, job["epochs"], job["params"], job["threads"])
+    (workdir / BARE_RESULT).write_text(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=4)
+    parser.add_argument("--reps", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--scenes", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2, help="training threads on both sides (this machine has 2 cores)")
     parser.add_argument("--preview-frames", type=int, default=4, help="0: no prediction grids (to see what they cost)")
+    parser.add_argument("--control", action="store_true", help="bare loop on both sides: the ratio noise alone gives")
     parser.add_argument("--cpu-by-role", action="store_true", help="print CPU seconds per epoch of each process role")
+    parser.add_argument("--bare-child", metavar="JOB_JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.bare_child:
+        run_bare_child(json.loads(args.bare_child))
+        return
     data = (Path("data") / f"bench_synthetic_{args.scenes}.mat").resolve()
     if not data.is_file():
         print(f"generating {args.scenes} synthetic scenes into {data} (once)")
         data.parent.mkdir(exist_ok=True)
         generate_dataset(data, args.scenes, seed=1, workers=2)
-    ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False)
     ratios, loop_ratios, outside_a, outside_b, starts_a, starts_b = [], [], [], [], [], []
-    try:
-        for rep in range(args.reps):
-            with tempfile.TemporaryDirectory() as b_dir, tempfile.TemporaryDirectory() as a_dir, TreeCPUSampler() as sampler:
-                ends_b, seconds_b, start_b, params = tracked(data, Path(b_dir), args.epochs, args.preview_frames, args.threads)
-                ends_a, seconds_a, start_a = bare(data, Path(a_dir), args.epochs, params, args.threads)
-            if args.cpu_by_role:
-                print(f"  CPU s per epoch, tracked: {cpu_per_epoch(sampler, ends_b)}\n  CPU s per epoch, bare:    {cpu_per_epoch(sampler, ends_a)}")
-            ratio = steady(ends_b) / steady(ends_a)
-            ratios.append(ratio)
-            loop_ratios.append(in_loop(seconds_b) / in_loop(seconds_a))
-            outside_a.append(between_epochs(ends_a, seconds_a))
-            outside_b.append(between_epochs(ends_b, seconds_b))
-            starts_a.append(start_a)
-            starts_b.append(start_b)
-            print(f"rep {rep + 1}: per epoch bare {steady(ends_a):.2f} s, tracked {steady(ends_b):.2f} s, ratio b/a {ratio:.3f}; "
-                  f"start-up bare {start_a:.1f} s, tracked {start_b:.1f} s; train + evaluation b/a {loop_ratios[-1]:.3f}, "
-                  f"between epochs bare {outside_a[-1]:.2f} s, tracked {outside_b[-1]:.2f} s")
-    finally:
-        ray.shutdown()
+    params = CONTROL_PARAMS if args.control else first_proposal(data, args.preview_frames, args.threads)
+    with tempfile.TemporaryDirectory() as a_dir:
+        before = bare_in_own_process(data, Path(a_dir), args.epochs, params, args.threads)
+    for rep in range(args.reps):
+        sampling = TreeCPUSampler() if args.cpu_by_role else contextlib.nullcontext()
+        with tempfile.TemporaryDirectory() as b_dir, tempfile.TemporaryDirectory() as a_dir, sampling as sampler:
+            if args.control:
+                ends_b, seconds_b, start_b = bare_in_own_process(data, Path(b_dir), args.epochs, params, args.threads)
+            else:
+                ends_b, seconds_b, start_b, _ = tracked(data, Path(b_dir), args.epochs, args.preview_frames, args.threads)
+            after = bare_in_own_process(data, Path(a_dir), args.epochs, params, args.threads)
+        if args.cpu_by_role:
+            print(f"  CPU s per epoch, tracked: {cpu_per_epoch(sampler, ends_b)}\n  CPU s per epoch, bare:    {cpu_per_epoch(sampler, after[0])}")
+        bare_steady = statistics.mean(steady(ends) for ends, _, _ in (before, after))
+        ratio = steady(ends_b) / bare_steady
+        ratios.append(ratio)
+        loop_ratios.append(in_loop(seconds_b) / statistics.mean(in_loop(seconds) for _, seconds, _ in (before, after)))
+        outside_a.append(statistics.mean(between_epochs(ends, seconds) for ends, seconds, _ in (before, after)))
+        outside_b.append(between_epochs(ends_b, seconds_b))
+        starts_a.append(after[2])
+        starts_b.append(start_b)
+        print(f"rep {rep + 1}: per epoch bare {steady(before[0]):.2f} s before, {steady(after[0]):.2f} s after, tracked {steady(ends_b):.2f} s, "
+              f"ratio b/a {ratio:.3f}; start-up bare {after[2]:.1f} s, tracked {start_b:.1f} s; train + evaluation b/a {loop_ratios[-1]:.3f}, "
+              f"between epochs bare {outside_a[-1]:.2f} s, tracked {outside_b[-1]:.2f} s", flush=True)
+        before = after
+    if args.control:
+        print("CONTROL: both sides ran the bare loop; 'tracked' below is a second bare run")
     print(f"median steady-state ratio tracked/bare over {args.reps} alternating runs: {statistics.median(ratios):.3f} "
           f"(bar <= 1.05); start-up: bare {statistics.median(starts_a):.1f} s, tracked sweep {statistics.median(starts_b):.1f} s "
-          f"(Ray, the local mlflow server, runs; a shared server and a running cluster take less)")
-    print(f"of it: train + evaluation b/a median {statistics.median(loop_ratios):.3f} (threads beside the training, and noise); "
-          f"between epochs median bare {statistics.median(outside_a):.2f} s, tracked {statistics.median(outside_b):.2f} s "
+          f"(a local Ray and mlflow server started and the runs created; a running cluster and a shared server take less)")
+    print(f"of it: train + evaluation b/a median {statistics.median(loop_ratios):.3f} (CPU taken by what runs beside the training, "
+          f"and noise); between epochs median bare {statistics.median(outside_a):.2f} s, tracked {statistics.median(outside_b):.2f} s "
           f"(the trial's own per-epoch work)")
 
 

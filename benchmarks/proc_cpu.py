@@ -15,6 +15,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 ROLES = (  # first match wins: PostgreSQL backends name their database (e.g. mlflow_cluster) on the command line
     ("postgres", "postgresql"),
     ("ray::", "ray worker (trial)"),
+    ("--bare-child", "bare loop (own process)"),
     ("raylet", "raylet"),
     ("gcs_server", "gcs_server"),
     ("mlflow", "mlflow server"),

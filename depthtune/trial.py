@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -34,6 +35,7 @@ from depthtune.train import TrainConfig, data_splits, is_better, pick_device, tr
 logger = logging.getLogger(__name__)
 
 TRIAL_STATE_FILE = "trial_state.json"
+WORKDIR_PREFIX = "depthtune-trial-"
 BEST_DIR = "best"
 FLUSH_TIMEOUT_S = 600.0
 # ASHA may stop a trial at a rung's report or its last, ending its process with whatever is still queued, so
@@ -74,6 +76,30 @@ def _preview_predictor(predictor: DepthPredictor | None, checkpoint_dir: Path, d
         return DepthPredictor(model_from_checkpoint(checkpoint_dir), device)
     predictor.module.load_state_dict(load_checkpoint(checkpoint_dir)["model"])
     return predictor
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def trial_workdir(trial_id: str, scratch: Path | None = None) -> Path:
+    """A fresh scratch directory for this attempt of the trial, named after its process. Trial
+    processes ended outright (a node's raylet or the driver SIGKILLed, or ASHA's stop ending the
+    process before the training thread's cleanup ran) leave theirs behind: the ones whose process
+    is gone are removed first, so a node keeps at most its live trials' directories."""
+    scratch = Path(scratch or tempfile.gettempdir())
+    for stale in scratch.glob(f"{WORKDIR_PREFIX}*"):
+        match = re.fullmatch(rf"{re.escape(WORKDIR_PREFIX)}.+-pid(\d+)-[^-]+", stale.name)
+        if match and not _process_alive(int(match.group(1))):
+            logger.info("removing %s, left by a trial process that ended without cleaning up", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{trial_id}-pid{os.getpid()}-", dir=scratch))
 
 
 def _restored_checkpoint(workdir: Path) -> tuple[Path | None, dict[str, Any]]:
@@ -143,7 +169,7 @@ def run_trial(
     (as is ``base_model``, the Net12 a Net3 refines)."""
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     config = sweep.trial_config(params, **train_extra)
-    workdir = Path(tempfile.mkdtemp(prefix=f"{tune.get_context().get_trial_id()}-"))
+    workdir = trial_workdir(tune.get_context().get_trial_id())
     try:
         _train_and_track(params, config, sweep, arrays, tracking, base_model, workdir)
     finally:
