@@ -33,6 +33,7 @@ from unittest import mock
 import h5py
 import ray
 import torch
+from proc_cpu import cpu_seconds, descendants, process_tree
 from torch.utils.data import DataLoader
 
 import depthtune.tune
@@ -101,40 +102,12 @@ def copy_chunks(source: h5py.Dataset, target: h5py.Dataset, scenes: int) -> None
         target.id.write_direct_chunk((i, *rest), chunk, mask)
 
 
-# ------------------------------------------------------------------------------- processes
-
-def process_tree(root: int) -> list[tuple[int, int]]:
-    """(pid, parent pid) of ``root`` and every live descendant, each parent before its children (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [(root, 0)]
-    while todo:
-        pid, ppid = todo.pop()
-        found.append((pid, ppid))
-        todo.extend((child, pid) for child in children.get(pid, []))
-    return found
-
-
-def tree_pids(root: int) -> list[int]:
-    """``root`` and every live descendant process."""
-    return [pid for pid, _ in process_tree(root)]
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of the processes ``pids`` (all their threads)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 # ------------------------------------------------------------------------------ (1) throughput
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes ``pids`` still alive (all their threads)."""
+    return sum(filter(None, (cpu_seconds(pid) for pid in pids)))
+
 
 def loader_rate(dataset: NYUDepthV2, workers: int, batches: int) -> tuple[float, float, tuple]:
     """Images/s and images per CPU-second of the training DataLoader as train.py builds it, after
@@ -146,11 +119,11 @@ def loader_rate(dataset: NYUDepthV2, workers: int, batches: int) -> tuple[float,
     batches_iter = iter(loader)
     for _ in range(warm_up):
         batch = next(batches_iter)
-    pids = tree_pids(os.getpid())
-    cpu, started = cpu_seconds(pids), time.perf_counter()
+    pids = descendants(os.getpid())
+    cpu, started = tree_cpu_seconds(pids), time.perf_counter()
     for _ in range(batches):
         next(batches_iter)
-    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pids) - cpu
+    elapsed, cpu = time.perf_counter() - started, tree_cpu_seconds(pids) - cpu
     del batches_iter
     return batches * BATCH / elapsed, batches * BATCH / cpu, batch
 
@@ -314,7 +287,7 @@ def classify(pid: int, parent_role: str | None) -> str:
 
 def sample(exclude: set[int], copy_size: int) -> Sample:
     """Every process of this driver's tree (the local Ray node), minus the ``exclude`` subtrees."""
-    skip = {pid for root in exclude for pid in tree_pids(root)}
+    skip = {pid for root in exclude for pid in descendants(root)}
     roles: dict[int, str] = {}
     processes = []
     for pid, ppid in process_tree(os.getpid()):

@@ -1,6 +1,7 @@
-"""CPU seconds used by each role in this process's tree (the benchmark itself, Ray's daemons, Ray
-workers, the local mlflow server), sampled from /proc in a background thread so that the CPU of a
-time window known only afterwards (e.g. between two epoch ends) can be attributed."""
+"""The process tree under a process, from /proc: each process's parent and CPU seconds, and the CPU
+seconds used by each role in it (the benchmark itself, Ray's daemons, Ray workers, the local mlflow
+server), sampled in a background thread so that the CPU of a time window known only afterwards (e.g.
+between two epoch ends) can be attributed."""
 
 from __future__ import annotations
 
@@ -28,29 +29,30 @@ ROLES = (  # first match wins: PostgreSQL backends name their database (e.g. mlf
 )
 
 
-def _children() -> dict[int, list[int]]:
-    """Parent pid -> child pids, for every process visible in /proc."""
-    tree: dict[int, list[int]] = defaultdict(list)
+def process_tree(root: int) -> list[tuple[int, int]]:
+    """(pid, parent pid) of ``root`` and every live descendant, each parent before its children."""
+    children: dict[int, list[int]] = defaultdict(list)
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
-            tree[parent].append(int(entry.name))
-    return tree
-
-
-def _descendants(root: int) -> list[int]:
-    tree, found, stack = _children(), [], [root]
+            children[parent].append(int(entry.name))
+    found, stack = [], [(root, 0)]
     while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(tree.get(pid, []))
+        pid, parent = stack.pop()
+        found.append((pid, parent))
+        stack.extend((child, pid) for child in children.get(pid, []))
     return found
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def descendants(root: int) -> list[int]:
+    """``root`` and every live descendant process."""
+    return [pid for pid, _ in process_tree(root)]
+
+
+def cpu_seconds(pid: int) -> float | None:
     """utime + stime of ``pid`` (its threads included), or None once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -91,8 +93,8 @@ class TreeCPUSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             sample = {}
-            for pid in _descendants(self.root):
-                seconds = _cpu_seconds(pid)
+            for pid in descendants(self.root):
+                seconds = cpu_seconds(pid)
                 if seconds is not None:
                     sample[pid] = (_role(pid, self.root), seconds)  # a forked raylet child becomes a worker
             self.times.append(time.time())
