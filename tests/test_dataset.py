@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from depthtune.data import NYUDepthV2, make_splits
+from depthtune.data import EpochSampler, NYUDepthV2, make_splits
 
 
 @pytest.mark.parametrize(
@@ -44,6 +44,21 @@ def test_training_samples_depend_on_seed_epoch_and_frame_only(synthetic_arrays):
     assert all(torch.equal(x, y) for x, y in zip(a[3], b[3]))
     b.set_epoch(1)
     assert not torch.equal(a[3][0], b[3][0])
+
+
+def test_epoch_sampler_keys_carry_the_epoch_to_the_augmentation(synthetic_arrays):
+    dataset = NYUDepthV2(synthetic_arrays, "train", "net12", True, model_cfg=TINY["net12"], seed=5)
+    sampler = EpochSampler(len(dataset), seed=5)
+    sampler.set_epoch(2)
+    keys = list(sampler)
+    expected = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(5 * 1_000_003 + 2)).tolist()
+    assert keys == [(2, i) for i in expected] and len(sampler) == len(dataset)
+    by_attribute = NYUDepthV2(synthetic_arrays, "train", "net12", True, model_cfg=TINY["net12"], seed=5)
+    by_attribute.set_epoch(2)
+    epoch, i = keys[0]
+    assert all(torch.equal(x, y) for x, y in zip(dataset[(epoch, i)], by_attribute[i]))
+    sampler.set_epoch(3)
+    assert [key[0] for key in sampler] == [3] * len(dataset)
 
 
 def test_unknown_split_and_model_are_named(synthetic_arrays):

@@ -4,10 +4,11 @@ transformed to the input and output resolution of the named model."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from depthtune.data.nyu import NYUArrays, read_nyu
 from depthtune.data.splits import Splits, make_splits
@@ -65,10 +66,34 @@ class NYUDepthV2(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """Sample at position ``key`` of the split, or ``(epoch, position)`` to name the augmentation
+        epoch with the index (what EpochSampler yields: persistent loader workers never see set_epoch)."""
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
         frame = int(self.indices[i])
-        rng = np.random.default_rng([self.seed, self.epoch, frame]) if self.train else None
+        rng = np.random.default_rng([self.seed, epoch, frame]) if self.train else None
         image, target, mask = self.transform(self.arrays.images[frame], self.arrays.depths[frame], rng)
         if self.full_depth:
             return image, target, mask, torch.tensor(self.arrays.depths[frame])
         return image, target, mask
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """A seeded permutation of ``n`` positions per epoch, yielding ``(epoch, position)`` keys: one
+    DataLoader with persistent workers serves every epoch (no worker start-up per epoch) while each
+    sample's order and augmentation still follow its epoch, as with a loader built per epoch."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose permutation the next iteration yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        epoch = self.epoch
+        return ((epoch, i) for i in torch.randperm(self.n, generator=generator).tolist())
