@@ -10,7 +10,8 @@ to 1449 frames, in the labelled file's layout) is made once under data/.
 
     python benchmarks/data_path.py [--frames 1449] [--trials 1 2 4] [--skip-throughput] [--skip-memory]
 
-The GPU consumer rate is not measured here: it comes from benchmarks/gpu_throughput.py.
+The GPU consumer rate is not measured here: it comes from benchmarks/gpu_throughput.py, and the
+training loop on a GPU (loader and step together) from benchmarks/gpu_loop.py.
 """
 
 from __future__ import annotations
@@ -30,15 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
 
-import h5py
 import ray
 import torch
+from nyu_sized import nyu_sized_file
 from proc_cpu import cpu_seconds, descendants, process_tree
 from torch.utils.data import DataLoader
 
 import depthtune.tune
-from depthtune.data import NYUArrays, NYUDepthV2, generate_dataset, read_nyu
-from depthtune.data.nyu_writer import CLASS_NAMES, NYUFileWriter
+from depthtune.data import NYUArrays, NYUDepthV2, read_nyu
 from depthtune.data.source import file_sha256
 from depthtune.losses import loss_for_model
 from depthtune.models import build, geometry
@@ -67,39 +67,6 @@ SPACE = {
     "step_size": {"type": "int", "low": 3, "high": 6},
     "grad_weight": {"type": "uniform", "low": 0.0, "high": 2.0},
 }
-
-
-# ------------------------------------------------------------------------------------ the file
-
-def nyu_sized_file(frames: int, scenes: int) -> Path:
-    """The cached NYU-sized file: ``scenes`` synthetic scenes repeated to ``frames`` frames (made once)."""
-    path = (Path("data") / f"bench_nyu_sized_{frames}_from_{scenes}.mat").resolve()
-    if path.is_file():
-        return path
-    path.parent.mkdir(exist_ok=True)
-    started = time.perf_counter()
-    log.info("making %s once: %d synthetic scenes tiled to %d frames", path, scenes, frames)
-    with tempfile.TemporaryDirectory() as tmp:
-        tiles = generate_dataset(Path(tmp) / "tiles.mat", scenes, seed=2, workers=THREADS)
-        names = [f"synth_s2_{i % scenes:05d}_copy{i // scenes}" for i in range(frames)]
-        with h5py.File(tiles, "r") as source, NYUFileWriter(path, frames, CLASS_NAMES, names) as writer:
-            for key, target in writer.ds.items():
-                copy_chunks(source[key], target, scenes)
-    log.info("made %s (%.2f GB on disk) in %.0f s", path, path.stat().st_size / 1e9, time.perf_counter() - started)
-    return path
-
-
-def copy_chunks(source: h5py.Dataset, target: h5py.Dataset, scenes: int) -> None:
-    """Fill every frame of ``target`` with the compressed chunk of frame ``i % scenes`` of ``source``
-    (both written by NYUFileWriter: one chunk per frame, same filters), without recompressing."""
-    if source.chunks != target.chunks or source.compression != target.compression:
-        raise ValueError(f"{source.name}: tile chunks {source.chunks} ({source.compression}) differ from the "
-                         f"target's {target.chunks} ({target.compression})")
-    rest = (0,) * (target.ndim - 1)
-    tiles = [source.id.read_direct_chunk((j, *rest)) for j in range(scenes)]
-    for i in range(target.shape[0]):
-        mask, chunk = tiles[i % scenes]
-        target.id.write_direct_chunk((i, *rest), chunk, mask)
 
 
 # ------------------------------------------------------------------------------ (1) throughput
@@ -476,7 +443,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)
-    data = nyu_sized_file(args.frames, args.scenes)
+    data = nyu_sized_file(args.frames, args.scenes, workers=THREADS)
     started = time.perf_counter()
     arrays = read_nyu(data)
     log.info("read %s in %.0f s", data, time.perf_counter() - started)

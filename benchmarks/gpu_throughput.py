@@ -1,9 +1,10 @@
 """GPU throughput: training images/s and inference ms/image of Net12, Net3 and FCRN (paper configuration,
-batch 16) for fp32 vs bf16 autocast, contiguous vs channels_last, eager vs torch.compile, with each
+batch 16) for fp32 vs bf16 autocast, contiguous vs channels_last, cuDNN autotuning (benchmark mode)
+off/on, eager vs torch.compile, with each
 model's FLOPs per image (torch.utils.flop_counter) and the model FLOPs utilisation (MFU) of the best
 training setting against the GPU's dense bf16 peak.
 
-    python benchmarks/gpu_throughput.py [--models net12 net3 fcrn] [--compile best|all|off] [--json PATH]
+    python benchmarks/gpu_throughput.py [--models net12 net3 fcrn] [--compile best|all|off] [--time-budget S] [--json PATH]
     python benchmarks/gpu_throughput.py --device cpu --smoke     # the same code path, tiny, on CPU
 
 A training step is the one in ``depthtune.train``: forward under autocast, the model's loss
@@ -13,9 +14,12 @@ default ``cudnn.allow_tf32``, printed in the header). Inference is eval mode und
 are what FlopCounterMode counts (convolutions, matrix products; not the loss or elementwise ops),
 counted once per model on the meta device; Net3's frozen Net12 counts forward only. Warm-up steps are
 not timed (the first one's excess over a steady step is reported as compile time); each figure is the
-median over timed windows with the device synchronised around each window. ``--compile best``
-(default) compiles only the dtype/layout whose eager training was fastest, to bound compile time;
-``--compile all`` compiles all four. ``--smoke`` uses tiny models (``SMOKE_CONFIGS``), tiny counts and
+median over timed windows with the device synchronised around each window. The four eager
+dtype/layout settings run for every model first, then the fastest of them again with
+``cudnn.benchmark`` on, then compiled settings: ``--compile best`` (default) compiles only the fastest
+eager setting, ``--compile all`` all four; a compiled setting not started within ``--time-budget``
+seconds of the start is skipped (recorded as such), so a bounded GPU lease still gets every eager
+figure. ``--json`` is rewritten after every setting, so a run cut short keeps what it measured. ``--smoke`` uses tiny models (``SMOKE_CONFIGS``), tiny counts and
 the ``aot_eager`` compile backend (Inductor's C++ code generation takes minutes per model on a small
 CPU; ``--compile-backend inductor`` tries it). Without CUDA (and without ``--device cpu``) it
 measures nothing and exits 0.
@@ -76,14 +80,14 @@ class Setting:
     bf16: bool
     channels_last: bool
     compiled: bool
+    cudnn_benchmark: bool = False
 
     @property
     def label(self) -> str:
-        """Short name, e.g. 'bf16 channels_last compiled'."""
-        return " ".join(
-            ("bf16" if self.bf16 else "fp32", "channels_last" if self.channels_last else "contiguous",
-             "compiled" if self.compiled else "eager")
-        )
+        """Short name, e.g. 'bf16 channels_last compiled' (+ ' cudnn.benchmark' when autotuned)."""
+        words = ["bf16" if self.bf16 else "fp32", "channels_last" if self.channels_last else "contiguous",
+                 "compiled" if self.compiled else "eager"]
+        return " ".join(words + (["cudnn.benchmark"] if self.cudnn_benchmark else []))
 
 
 EAGER_SETTINGS = tuple(Setting(bf16, cl, False) for bf16 in (False, True) for cl in (False, True))
@@ -108,6 +112,7 @@ class Result:
     bf16: bool
     channels_last: bool
     compiled: bool
+    cudnn_benchmark: bool
     train_images_per_s: float | None = None
     infer_ms_per_image: float | None = None
     train_tflops: float | None = None
@@ -251,7 +256,7 @@ def run_setting(
     backend: str,
 ) -> Result:
     """Build a fresh model for `setting`, time its training then its inference, and return the figures."""
-    result = Result(name, setting.label, setting.bf16, setting.channels_last, setting.compiled)
+    result = empty_result(name, setting)
     torch.manual_seed(0)
     if setting.compiled:
         torch.compiler.reset()  # fresh caches: no recompile limit carried over from earlier models
@@ -276,20 +281,29 @@ def run_setting(
     return result
 
 
+def empty_result(name: str, setting: Setting, error: str | None = None) -> Result:
+    """A result row for `setting` with no figures yet (or only an error)."""
+    return Result(name, setting.label, setting.bf16, setting.channels_last, setting.compiled, setting.cudnn_benchmark,
+                  error=error)
+
+
 def run_guarded(
     name: str, cfg: dict, setting: Setting, device: torch.device, counts: Counts, flops: tuple[float, float],
     backend: str,
 ) -> Result:
-    """run_setting, recording a failure (compile error, out of memory) as the result instead of raising."""
+    """run_setting under the setting's cudnn.benchmark mode, recording a failure (compile error, out of
+    memory) as the result instead of raising."""
     started = time.perf_counter()
+    autotune = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = setting.cudnn_benchmark
     try:
         result = run_setting(name, cfg, setting, device, counts, flops, backend)
     except Exception as exc:  # a benchmark row, not a crash: compile/OOM failures differ per setting
         logger.debug("%s %s failed", name, setting.label, exc_info=True)
         reason = (str(exc).strip().splitlines() or [""])[0][:200]
-        result = Result(name, setting.label, setting.bf16, setting.channels_last, setting.compiled,
-                        error=f"failed: {type(exc).__name__}: {reason}")
+        result = empty_result(name, setting, f"failed: {type(exc).__name__}: {reason}")
     finally:
+        torch.backends.cudnn.benchmark = autotune
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -298,17 +312,26 @@ def run_guarded(
     return result
 
 
+def as_setting(result: Result) -> Setting:
+    """The setting a result was measured under."""
+    return Setting(result.bf16, result.channels_last, result.compiled, result.cudnn_benchmark)
+
+
+def autotuned_setting(eager: list[Result]) -> list[Setting]:
+    """The fastest eager dtype/layout again with cudnn.benchmark on (none when every eager one failed)."""
+    best = best_training(eager)
+    return [] if best is None else [replace(as_setting(best), cudnn_benchmark=True)]
+
+
 def settings_to_compile(mode: str, eager: list[Result]) -> list[Setting]:
-    """Settings to run compiled: none, all four, or the one whose eager training was fastest."""
+    """Settings to run compiled: none, all four, or the fastest eager one (cudnn.benchmark as measured best)."""
     if mode == "off":
         return []
+    best = best_training(eager)
+    autotune = best is not None and best.cudnn_benchmark
     if mode == "all":
-        return [replace(s, compiled=True) for s in EAGER_SETTINGS]
-    ok = [r for r in eager if r.error is None]
-    if not ok:
-        return []
-    best = max(ok, key=lambda r: r.train_images_per_s)
-    return [Setting(best.bf16, best.channels_last, True)]
+        return [replace(s, compiled=True, cudnn_benchmark=autotune) for s in EAGER_SETTINGS]
+    return [] if best is None else [replace(as_setting(best), compiled=True)]
 
 
 def best_training(results: list[Result]) -> Result | None:
@@ -319,7 +342,7 @@ def best_training(results: list[Result]) -> Result | None:
 
 def bf16_ratios(results: list[Result]) -> dict[str, float]:
     """bf16/fp32 training images/s for each layout+compile pair measured in both, plus best vs best."""
-    by_key = {(r.bf16, r.channels_last, r.compiled): r for r in results if r.error is None}
+    by_key = {(r.bf16, r.channels_last, r.compiled): r for r in results if r.error is None and not r.cudnn_benchmark}
     ratios = {}
     for (bf16, cl, compiled), r in by_key.items():
         fp32 = by_key.get((False, cl, compiled))
@@ -400,17 +423,55 @@ def report_model(
     }
 
 
-def benchmark_model(
-    name: str, profile: str, device: torch.device, counts: Counts, compile_mode: str, backend: str
-) -> tuple[tuple[float, float], list[Result]]:
-    """FLOPs per image and the results of every eager setting, then of the compiled ones."""
-    cfg = model_cfg(profile, name)
-    flops = count_flops(name, cfg, counts.batch)
-    eager = [run_guarded(name, cfg, s, device, counts, flops, backend) for s in EAGER_SETTINGS]
-    compiled = [
-        run_guarded(name, cfg, s, device, counts, flops, backend) for s in settings_to_compile(compile_mode, eager)
-    ]
-    return flops, eager + compiled
+class Run:
+    """Every model's results so far, rewritten to ``--json`` after each setting so a cut-short run keeps them."""
+
+    def __init__(self, models: list[str], profile: str, device: torch.device, counts: Counts, backend: str,
+                 header: dict, json_path: Path | None) -> None:
+        self.profile, self.device, self.counts, self.backend = profile, device, counts, backend
+        self.header, self.json_path = header, json_path
+        self.configs = {name: model_cfg(profile, name) for name in models}
+        self.flops = {name: count_flops(name, cfg, counts.batch) for name, cfg in self.configs.items()}
+        self.results: dict[str, list[Result]] = {name: [] for name in models}
+
+    def measure(self, name: str, setting: Setting) -> None:
+        """Measure one setting of one model and save the figures so far."""
+        result = run_guarded(name, self.configs[name], setting, self.device, self.counts, self.flops[name],
+                             self.backend)
+        self.record(result)
+
+    def record(self, result: Result) -> None:
+        """Add a result row and rewrite the partial JSON."""
+        self.results[result.model].append(result)
+        if self.json_path is not None:
+            partial = {name: [asdict(r) for r in rows] for name, rows in self.results.items()}
+            write_json(self.json_path, {**self.header, "partial": True, "results": partial})
+
+
+def write_json(path: Path, report: dict) -> None:
+    """Write the figures to `path` (replacing it whole)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def benchmark(run: Run, compile_mode: str, time_budget: float | None, started: float) -> None:
+    """Every model's eager settings, then each one's best with cudnn.benchmark, then the compiled ones
+    that start within the time budget."""
+    for name in run.results:
+        for setting in EAGER_SETTINGS:
+            run.measure(name, setting)
+    for name in run.results:
+        for setting in autotuned_setting(run.results[name]):
+            run.measure(name, setting)
+    for name in run.results:
+        for setting in settings_to_compile(compile_mode, run.results[name]):
+            elapsed = time.perf_counter() - started
+            if time_budget is not None and elapsed > time_budget:
+                logger.info("%s %s: skipped (%.0f s of the %.0f s budget spent)", name, setting.label, elapsed,
+                            time_budget)
+                run.record(empty_result(name, setting, f"skipped: time budget {time_budget:.0f} s spent"))
+                continue
+            run.measure(name, setting)
 
 
 def resolve_counts(args: argparse.Namespace) -> Counts:
@@ -445,6 +506,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--windows", type=positive_int, help="timed windows per phase; the median is reported")
     parser.add_argument("--iters", type=positive_int, help="steps per timed window")
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of the device in TFLOP/s, for MFU")
+    parser.add_argument("--time-budget", type=float,
+                        help="seconds from the start after which compiled settings are skipped (eager ones always run)")
     parser.add_argument("--json", type=Path, help="write all figures to this file")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (failure tracebacks)")
     return parser.parse_args()
@@ -452,6 +515,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     """Measure every model and setting, print the tables, optionally write the JSON."""
+    started = time.perf_counter()
     args = parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
@@ -474,14 +538,16 @@ def main() -> int:
         "counts": asdict(counts), "compile": args.compile, "compile_backend": backend,
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "matmul_precision": torch.get_float32_matmul_precision(), "peak_bf16_tflops": peak[0], "peak_source": peak[1],
-        "models": {},
+        "time_budget_s": args.time_budget,
     }
-    for name in args.models:
-        flops, results = benchmark_model(name, profile, device, counts, args.compile, backend)
-        report["models"][name] = report_model(name, dev, profile, counts, flops, results, peak)
+    run = Run(args.models, profile, device, counts, backend, report, args.json)
+    benchmark(run, args.compile, args.time_budget, started)
+    report["models"] = {
+        name: report_model(name, dev, profile, counts, run.flops[name], results, peak)
+        for name, results in run.results.items()
+    }
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
         print(f"\ngpu_throughput [{dev}] figures written to {args.json}")
     return 0
 

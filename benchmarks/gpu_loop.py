@@ -1,0 +1,125 @@
+"""The training loop on a GPU: images/s of ``depthtune.train.train`` itself (an NYU-sized synthetic file,
+augmentation in ``num_workers`` DataLoader processes, bf16 autocast on CUDA, evaluation and a
+checkpoint every epoch, as a trial runs it) next to the images/s of the training step alone on a batch
+already on the device (gpu_throughput's bf16 eager setting in the same layout: channels_last, the CUDA
+default, or contiguous with ``--contiguous``), for Net12 and FCRN in the paper configuration. loop/step near 1 means the input pipeline keeps up with the GPU; well below 1 means
+the GPU waits for data.
+
+    python benchmarks/gpu_loop.py [--frames 800] [--scenes 48] [--workers 3 8] [--models net12 fcrn] [--contiguous]
+                                  [--data-dir DIR] [--json PATH]
+    python benchmarks/gpu_loop.py --device cpu --profile cpu --frames 64 --scenes 4 --workers 0 --epochs 2  # code path
+
+Without CUDA it measures nothing and exits 0 (``--device cpu`` runs the same code path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from gpu_throughput import Counts, Setting, count_flops, device_name, run_guarded
+from nyu_sized import nyu_sized_file
+
+from depthtune.data import NYUArrays, read_nyu
+from depthtune.profiles import model_config
+from depthtune.train import TrainConfig, train
+
+logger = logging.getLogger("gpu_loop")
+
+def loop_rates(model: str, profile: str, data: Path, arrays: NYUArrays, workers: int, epochs: int, batch: int,
+               lr: float, contiguous: bool, device: str, workdir: Path) -> list[float]:
+    """Training images/s of each epoch of ``train()`` (the loader's waits included, evaluation not)."""
+    values = {
+        "model": model, "model_cfg": model_config(profile, model), "data": str(data), "epochs": epochs,
+        "batch_size": batch, "eval_batch_size": batch, "lr": lr, "num_workers": workers, "device": device,
+        "select_metric": "val_loss", "keep_checkpoints": 1,
+    }
+    if contiguous and "channels_last" in {f.name for f in fields(TrainConfig)}:  # older versions: always contiguous
+        values["channels_last"] = False
+    config = TrainConfig.from_dict(values)
+    result = train(config, workdir / f"{model}_nw{workers}", arrays=arrays)
+    return [epoch["images_per_second"] for epoch in result.history]
+
+
+def step_rate(model: str, profile: str, device: torch.device, batch: int, contiguous: bool) -> float | None:
+    """Images/s of the training step alone (bf16 eager, the loop's layout), as gpu_throughput measures it."""
+    cfg = model_config(profile, model)
+    counts = Counts(batch=batch, warmup=5, windows=5, iters=10)
+    setting = Setting(bf16=True, channels_last=not contiguous and device.type == "cuda", compiled=False)
+    result = run_guarded(model, cfg, setting, device, counts, count_flops(model, cfg, batch), "inductor")
+    if result.error:
+        logger.warning("%s step alone: %s", model, result.error)
+    return result.train_images_per_s
+
+
+def main() -> int:
+    """Measure the step alone and the loop at each worker count, print the table, optionally write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--models", nargs="+", choices=("net12", "fcrn"), default=["net12", "fcrn"])
+    parser.add_argument("--frames", type=int, default=800, help="frames of the synthetic file (80%% train)")
+    parser.add_argument("--scenes", type=int, default=48, help="rendered scenes, tiled to --frames")
+    parser.add_argument("--workers", type=int, nargs="+", default=[3, 8], help="DataLoader num_workers to run")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per loop run; the first is not counted")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=0.001,
+                        help="learning rate (speed does not depend on it; FCRN at 0.01 can diverge in epoch 1)")
+    parser.add_argument("--profile", choices=("paper", "cpu"), default="paper", help="model sizes (cpu: a quick check)")
+    parser.add_argument("--contiguous", action="store_true", help="train in contiguous layout (channels_last: False)")
+    parser.add_argument("--data-dir", type=Path, help="keep the synthetic file here for later runs (default: a temp dir)")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("gpu_loop: no CUDA device was found, so nothing was measured")
+        return 0
+    if args.epochs < 2:
+        parser.error(f"--epochs {args.epochs}: expected >= 2 (the first epoch is warm-up)")
+    device = torch.device(args.device)
+    dev = device_name(device)
+    cores = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory(prefix="depthtune-gpu-loop-") as tmp:
+        data = nyu_sized_file(args.frames, args.scenes, workers=min(cores, 16), directory=args.data_dir or Path(tmp))
+        arrays = read_nyu(data)
+        rows = []
+        for model in args.models:
+            step = step_rate(model, args.profile, device, args.batch, args.contiguous)
+            for workers in args.workers:
+                started = time.perf_counter()
+                rates = loop_rates(model, args.profile, data, arrays, workers, args.epochs, args.batch, args.lr,
+                                   args.contiguous, args.device, Path(tmp))
+                loop = statistics.median(rates[1:])
+                rows.append({"model": model, "num_workers": workers, "step_images_per_s": step,
+                             "loop_images_per_s": loop, "epoch_images_per_s": rates,
+                             "loop_over_step": loop / step if step else None})
+                logger.info("%s num_workers %d: loop %.0f img/s, step alone %s img/s (%.0f s)", model, workers, loop,
+                            f"{step:.0f}" if step else "-", time.perf_counter() - started)
+    print(f"\ngpu_loop [{dev}, {cores} CPU cores] {args.profile} config, batch {args.batch}, {args.frames} frames, "
+          f"{'contiguous' if args.contiguous else 'channels_last on CUDA'} "
+          f"({args.scenes} scenes tiled), median of epochs 2..{args.epochs}\n")
+    print("| model | num_workers | step alone img/s | training loop img/s | loop / step |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        ratio = row["loop_over_step"]
+        step = row["step_images_per_s"]
+        print(f"| {row['model']} | {row['num_workers']} | {f'{step:.0f}' if step else '-'} | "
+              f"{row['loop_images_per_s']:.0f} | {f'{ratio:.2f}' if ratio else '-'} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"device": dev, "cpu_cores": cores, "torch": torch.__version__,
+                                         "frames": args.frames, "batch": args.batch, "rows": rows}, indent=2) + "\n")
+        print(f"\ngpu_loop [{dev}] figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
