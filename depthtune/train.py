@@ -209,12 +209,14 @@ def evaluate(
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
             pred_log = model(image)
         pred_log = pred_log.float()
-        if not bool(torch.isfinite(pred_log).all()):
+        depth = torch.exp(pred_log)
+        # finite log-depths can still overflow to infinite depths (which resampling turns into NaN)
+        if not bool((torch.isfinite(pred_log) & torch.isfinite(depth)).all()):
             raise FloatingPointError("the model's predictions on the evaluation set are not finite: it diverged")
         if loss_fn is not None:
             loss_total += float(loss_fn(pred_log, target, mask)) * image.shape[0]
             seen += image.shape[0]
-        accumulator.update(to_frame(torch.exp(pred_log), output_region=model.output_region).cpu(), full_depth)
+        accumulator.update(to_frame(depth, output_region=model.output_region).cpu(), full_depth)
     metrics = accumulator.compute()
     if loss_fn is not None:
         metrics["loss"] = loss_total / seen

@@ -28,7 +28,7 @@ from depthtune.searcher import stopping_epochs
 from depthtune.sweep_config import SweepConfig
 from depthtune.tracking.lineage import BaseModel
 from depthtune.tracking.previews import log_grid, prediction_grid
-from depthtune.tracking.runs import RUN_ID_KEY, SWEEP_TAG, TIMESTAMP_KEY, TRIAL_TAG, RunLogger, find_run
+from depthtune.tracking.runs import DIVERGED_TAG, RUN_ID_KEY, SWEEP_TAG, TIMESTAMP_KEY, TRIAL_TAG, RunLogger, find_run
 from depthtune.tracking.writer import BackgroundWriter
 from depthtune.train import TrainConfig, data_splits, is_better, pick_device, train
 
@@ -262,4 +262,13 @@ def _train_reporting(
         )
 
     net12 = base_model.module() if base_model is not None else None
-    train(config, workdir / "checkpoints", arrays=arrays, on_epoch=report, resume_from=resume_from, net12=net12)
+    try:
+        train(config, workdir / "checkpoints", arrays=arrays, on_epoch=report, resume_from=resume_from, net12=net12)
+    except FloatingPointError as exc:
+        # Seeded training diverges again at the same epoch, so a Tune retry (max_failures) would only
+        # repeat it: end the trial here with the epochs it reported, its run tagged with the reason.
+        # Tune needs a result carrying the metric, so one diverged in its first epoch stays an error.
+        run.set_tags({DIVERGED_TAG: str(exc)})
+        if not state["epochs"]:
+            raise
+        logger.warning("trial %s diverged, ending it without a retry: %s", tune.get_context().get_trial_id(), exc)

@@ -36,7 +36,7 @@ from depthtune.sweep_config import SweepConfig
 from depthtune.tracking.callback import RunStatusCallback, complete_run
 from depthtune.tracking.lineage import BaseModel, resolve_base_model
 from depthtune.tracking.registry import Registration, log_depth_model, register_version
-from depthtune.tracking.runs import TIMESTAMP_KEY, RunLogger
+from depthtune.tracking.runs import DIVERGED_TAG, TIMESTAMP_KEY, RunLogger
 from depthtune.tracking.server import TrackingServer, embedded_store
 from depthtune.train import EPOCH_METRICS, data_splits
 from depthtune.trial import RUN_ID_KEY, best_weights, read_trial_state, run_trial
@@ -241,7 +241,8 @@ def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.
     finished = [r for r in usable if r.metrics.get("training_iteration", 0) >= config.epochs]
     candidates = finished or usable
     if not candidates:
-        raise RuntimeError(f"every trial of the sweep failed; see the trial errors under {results.experiment_path}")
+        raise RuntimeError(f"every trial of the sweep failed or diverged before its first epoch; see the trial errors under "
+                           f"{results.experiment_path} and the trials' runs in MLflow (tag {DIVERGED_TAG})")
     pick = min if config.mode == "min" else max
     return pick(candidates, key=lambda r: float(getattr(r.metrics_dataframe[config.metric], config.mode)()))
 

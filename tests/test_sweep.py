@@ -146,3 +146,28 @@ def test_net3_sweep_refines_the_registered_net12_and_records_it(finished_sweep, 
     base = load_model(lineage["base_model"], tracking_uri=uri).module
     for name, tensor in base.state_dict().items():
         assert torch.equal(refined.net12.state_dict()[name], tensor), name
+
+
+def test_a_diverging_trial_ends_at_once_as_failed_and_the_sweep_goes_on(tmp_path, synthetic_file, local_ray):
+    """Seeded training diverges again at the same epoch, so a trial that diverges after reporting an
+    epoch is not retried (max_failures 2): it ends with the epochs it reported, its run FAILED and
+    tagged with the reason, and the trials that train normally still produce the winner. (Tiny Net12
+    on this data: lr 0.3 diverges in epoch 2, lr 0.6 and above in epoch 1.)"""
+    wild = {**SEARCH_SPACE, "lr": {"type": "loguniform", "low": 1e-3, "high": 0.32}}
+    train = {"epochs": 2, "batch_size": 8, "model_cfg": {"input_size": [64, 80], "width": 0.125}}
+    config = sweep_config(
+        synthetic_file, tmp_path / "ray_results", name="wild", num_samples=4, max_failures=2, grace_period=2,
+        search_space=wild, train=train,
+    )
+    outcome = run_in(tmp_path, config)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    children = [r for r in client.search_runs([outcome.experiment_id]) if r.data.tags.get("mlflow.parentRunId")]
+    diverged = [r for r in children if "depthtune.diverged" in r.data.tags]
+    assert diverged and len(diverged) < len(children) == 4
+    for run in diverged:
+        assert run.info.status == "FAILED"
+        assert "epoch 2" in run.data.tags["depthtune.diverged"] and "diverged" in run.data.tags["depthtune.diverged"]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0]
+    assert {r.info.status for r in children if r not in diverged} == {"FINISHED"}
+    assert outcome.best_run_id not in {r.info.run_id for r in diverged}
+    assert not list(outcome.results_path.rglob("error.txt")), "a diverged trial was handled as an error (and retried)"

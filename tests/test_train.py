@@ -122,15 +122,21 @@ def test_resume_refuses_another_model(tmp_path, synthetic_arrays):
 
 
 class _Diverged(torch.nn.Module):
-    """A model whose weights went to NaN: every prediction is NaN."""
+    """A diverged model: every log-depth it predicts is ``value`` (NaN, or finite but past exp's range)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.full((image.shape[0], 1, 8, 10), float("nan"))
+        return torch.full((image.shape[0], 1, 8, 10), self.value)
 
 
-def test_non_finite_predictions_are_called_divergence(synthetic_arrays):
+@pytest.mark.parametrize("log_depth", [float("nan"), 1000.0])
+def test_non_finite_predictions_are_called_divergence(synthetic_arrays, log_depth):
+    """Also a finite log-depth whose depth overflows (once reported as 'no valid ground truth')."""
     config = _config()
     splits = data_splits(config, len(synthetic_arrays))
     loader = evaluation_loader(synthetic_arrays, splits, "val", "net12", dict(TINY["net12"]), batch_size=4)
     with pytest.raises(FloatingPointError, match="not finite: it diverged"):
-        evaluate(_Diverged(), loader, torch.device("cpu"))
+        evaluate(_Diverged(log_depth), loader, torch.device("cpu"))

@@ -1,7 +1,8 @@
 """Driver-side Tune callback that completes every trial's MLflow run: it fills in any epoch the
 trial reported to Tune but could not send to MLflow (a trial stopped by ASHA during a tracking
 outage dies with its unsent queue), then gives the run its terminal status: FINISHED when it
-trained all its epochs, KILLED when ASHA stopped it early, FAILED when it errored for good. The
+trained all its epochs, KILLED when ASHA stopped it early, FAILED when it errored for good or its
+training diverged. The
 writes go through a background writer, so a tracking outage never stalls Tune's loop; the sweep's
 end waits for them. Tune pickles callbacks with the sweep and a resumed sweep gets the first
 driver's copy, so the callback keeps only the path of the sweep's state file and reads the current
@@ -18,7 +19,7 @@ from mlflow import MlflowClient
 from ray.tune import Callback
 from ray.tune.result import TRAINING_ITERATION
 
-from depthtune.tracking.runs import RUN_ID_KEY, SWEEP_TAG, TIMESTAMP_KEY, TRIAL_TAG, RunLogger, find_run
+from depthtune.tracking.runs import DIVERGED_TAG, RUN_ID_KEY, SWEEP_TAG, TIMESTAMP_KEY, TRIAL_TAG, RunLogger, find_run
 from depthtune.tracking.writer import BackgroundWriter
 
 logger = logging.getLogger(__name__)
@@ -26,9 +27,12 @@ logger = logging.getLogger(__name__)
 
 def complete_run(client: MlflowClient, run_id: str, reported: list[dict[str, Any]], status: str) -> int:
     """Log the epochs of ``reported`` ({"timestamp_ms", "metrics"} as the trial reported them to
-    Tune) that the run lacks, with their original timestamps, then end the run with ``status``;
-    returns how many epochs were filled in."""
+    Tune) that the run lacks, with their original timestamps, then end the run with ``status``
+    (FAILED instead of KILLED when the trial ended early because its training diverged); returns
+    how many epochs were filled in."""
     run = RunLogger(client, run_id)
+    if status == "KILLED" and DIVERGED_TAG in client.get_run(run_id).data.tags:
+        status = "FAILED"
     logged = run.logged_steps("val_loss")
     missing = [r for r in reported if int(r["metrics"]["epoch"]) not in logged]
     for record in missing:

@@ -13,6 +13,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 TRIAL_TAG, SWEEP_TAG = "depthtune.trial_id", "depthtune.sweep_run_id"
+DIVERGED_TAG = "depthtune.diverged"  # on a trial's run whose training diverged: why (it ends FAILED)
 RUN_ID_KEY, TIMESTAMP_KEY = "mlflow_run_id", "mlflow_timestamp_ms"  # in every Tune result of a trial
 
 
