@@ -56,20 +56,16 @@ class NYUDepthV2(Dataset):
             output_region=shape.output_region,
         )
         self.seed = seed
-        self.epoch = 0
         self.full_depth = full_depth
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of an epoch (call before iterating)."""
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
-        """Sample at position ``key`` of the split, or ``(epoch, position)`` to name the augmentation
-        epoch with the index (what EpochSampler yields: persistent loader workers never see set_epoch)."""
-        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
+        """Sample ``(epoch, position)`` of the split (what EpochSampler yields; the epoch picks the
+        augmentation, and travels with the index so persistent loader workers need no state), or
+        ``position`` alone for epoch 0."""
+        epoch, i = key if isinstance(key, tuple) else (0, key)
         frame = int(self.indices[i])
         rng = np.random.default_rng([self.seed, epoch, frame]) if self.train else None
         image, target, mask = self.transform(self.arrays.images[frame], self.arrays.depths[frame], rng)

@@ -1,10 +1,9 @@
-"""Driver-side Tune callback that completes every trial's MLflow run: it fills in any epoch the
-trial reported to Tune but could not send to MLflow (a trial stopped by ASHA during a tracking
-outage dies with its unsent queue), then gives the run its terminal status: FINISHED when it
-trained all its epochs, KILLED when ASHA stopped it early, FAILED when it errored for good or its
-training diverged. The
-writes go through a background writer, so a tracking outage never stalls Tune's loop; the sweep's
-end waits for them. Tune pickles callbacks with the sweep and a resumed sweep gets the first
+"""Driver-side Tune callback that completes every trial's MLflow run: it fills in any epoch the trial
+reported to Tune but could not send to MLflow (a trial stopped by ASHA during a tracking outage dies
+with its unsent queue), then gives the run its terminal status: FINISHED when it trained all its
+epochs, KILLED when ASHA stopped it early, FAILED when it errored for good or its training diverged.
+The writes go through a background writer, so a tracking outage never stalls Tune's loop; the
+sweep's end waits for them. Tune pickles callbacks with the sweep and a resumed sweep gets the first
 driver's copy, so the callback keeps only the path of the sweep's state file and reads the current
 tracking URI from it."""
 
