@@ -10,7 +10,8 @@ training setting against the GPU's dense bf16 peak.
 A training step is the one in ``depthtune.train``: forward under autocast, the model's loss
 (``loss_for_model``) on ``pred.float()`` against a synthetic target and mask of the output's shape,
 backward, SGD with TrainConfig's defaults; fp32 convolutions use TF32 on CUDA as in training (PyTorch's
-default ``cudnn.allow_tf32``, printed in the header). Inference is eval mode under ``no_grad``. FLOPs
+default ``cudnn.allow_tf32``, printed in the header; ``--no-tf32`` turns it off for a full-precision
+fp32 baseline). Inference is eval mode under ``no_grad``. FLOPs
 are what FlopCounterMode counts (convolutions, matrix products; not the loss or elementwise ops),
 counted once per model on the meta device; Net3's frozen Net12 counts forward only. Warm-up steps are
 not timed (the first one's excess over a steady step is reported as compile time); each figure is the
@@ -70,6 +71,7 @@ SMOKE_CONFIGS: dict[str, dict] = {
     "fcrn": {"input_size": (64, 96), "width": 0.125, "blocks": (1, 1, 1, 1)},
 }
 FCRN_BAR = 2.0  # bf16 training images/s >= 2x fp32 for FCRN
+LOOP_CHANNELS_LAST: bool = TrainConfig.__dataclass_fields__["channels_last"].default  # the training loop's CUDA layout
 GIB = 2**30
 
 
@@ -393,10 +395,11 @@ def report_model(
           f" inference {flops[1] / 1e9:.1f}\n")
     print(table(results))
     ratios = bf16_ratios(results)
-    loop_ratio = ratios.get("contiguous eager")
+    loop_setting = "channels_last eager" if LOOP_CHANNELS_LAST else "contiguous eager"
+    loop_ratio = ratios.get(loop_setting)
     verdict = ""
     if name == "fcrn" and loop_ratio is not None:
-        verdict = (f"; bar >= {FCRN_BAR:g}x at the training loop's setting (contiguous eager): "
+        verdict = (f"; bar >= {FCRN_BAR:g}x at the training loop's CUDA setting ({loop_setting}): "
                    f"{'met' if loop_ratio >= FCRN_BAR else 'NOT met'}")
     shown = ", ".join(f"{key} {value:.2f}x" for key, value in ratios.items()) or "no pair measured"
     print(f"\n{name} [{dev}] bf16/fp32 training images/s: {shown}{verdict}")
@@ -508,6 +511,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of the device in TFLOP/s, for MFU")
     parser.add_argument("--time-budget", type=float,
                         help="seconds from the start after which compiled settings are skipped (eager ones always run)")
+    parser.add_argument("--no-tf32", action="store_true",
+                        help="fp32 convolutions and matrix products in full IEEE fp32 (cudnn.allow_tf32 off)")
     parser.add_argument("--json", type=Path, help="write all figures to this file")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (failure tracebacks)")
     return parser.parse_args()
@@ -524,6 +529,9 @@ def main() -> int:
               "(`--device cpu --smoke` checks the code path on CPU)")
         return 0
     device = torch.device(args.device)
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
     counts = resolve_counts(args)
     profile = args.profile or ("smoke" if args.smoke else "paper")
     backend = args.compile_backend or ("aot_eager" if args.smoke else "inductor")
