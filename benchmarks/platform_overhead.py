@@ -22,7 +22,8 @@ of its ratios is what this machine's noise alone produces.
 
 ``--cpu-by-role`` also samples /proc (in a thread of the benchmark's process, so only when asked) and
 prints, per steady-state epoch, the CPU seconds of each process role (bare loop, trial worker,
-driver, raylet, gcs, mlflow server): where the extra time goes.
+driver, raylet, gcs, mlflow server) and the training process's scheduling (CPU time, time runnable
+but waiting for a CPU, involuntary context switches): where the extra time goes.
 """
 
 from __future__ import annotations
@@ -140,10 +141,14 @@ def between_epochs(ends: list[float], seconds: list[float]) -> float:
 
 
 def cpu_per_epoch(sampler: TreeCPUSampler, ends: list[float]) -> str:
-    """CPU seconds per steady-state epoch of each process role, largest first."""
-    used = sampler.by_role(ends[1], ends[-1])
-    epochs = len(ends) - 2
-    return ", ".join(f"{role} {seconds / epochs:.2f}" for role, seconds in sorted(used.items(), key=lambda kv: -kv[1]) if seconds > 0)
+    """CPU seconds per steady-state epoch of each process role, largest first, and how the training
+    process was scheduled: its CPU seconds, seconds runnable but waiting for a CPU, preemptions."""
+    epoch = steady(ends)
+    used = {role: rate * epoch for role, rate in sampler.by_role(ends[1], ends[-1]).items()}
+    ran, waited, preempted = (rate * epoch for rate in sampler.training_scheduling(ends[1], ends[-1]))
+    roles = ", ".join(f"{role} {seconds:.2f}" for role, seconds in sorted(used.items(), key=lambda kv: -kv[1]) if seconds > 0)
+    return (f"{roles}; training process: on a CPU {ran:.2f} s, waiting for one {waited:.3f} s, "
+            f"preempted {preempted:.0f} times")
 
 
 def run_bare_child(job: dict) -> None:
@@ -178,7 +183,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as a_dir:
         before = bare_in_own_process(data, Path(a_dir), args.epochs, params, args.threads)
     for rep in range(args.reps):
-        sampling = TreeCPUSampler() if args.cpu_by_role else contextlib.nullcontext()
+        sampling = TreeCPUSampler(period=1.0) if args.cpu_by_role else contextlib.nullcontext()
         with tempfile.TemporaryDirectory() as b_dir, tempfile.TemporaryDirectory() as a_dir, sampling as sampler:
             if args.control:
                 ends_b, seconds_b, start_b = bare_in_own_process(data, Path(b_dir), args.epochs, params, args.threads)

@@ -1,0 +1,115 @@
+"""Checkpoint I/O per epoch at a model's real size: the full checkpoint the bare training loop writes
+every epoch (weights, SGD momentum, scheduler, history) next to what a tracked trial's report adds
+(keeping the best weights, carrying them into the other epochs' checkpoints, reloading the weights for
+the prediction grid, Tune copying the reported
+checkpoint directory into the sweep's storage). All of it runs in the training process between two
+epochs, so on a GPU the device waits for it, and an NYU epoch there is about a second of compute
+(795 training images at the 700-900 images/s of section 5).
+
+    python benchmarks/checkpoint_io.py [--models net12 net3 fcrn] [--profile paper] [--reps 3] [--dir DIR]
+
+Each rep times one epoch's worth of each step with the real functions (``save_checkpoint`` as
+``train`` calls it, the trial's ``_keep_weights``, ``_carry_best`` and ``_preview_predictor``, and
+``pyarrow.fs.copy_files`` with the arguments Ray's ``persist_current_checkpoint`` passes for local
+storage); the medians are printed. ``--dir`` should be on the disk the sweep's storage_path uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.fs
+import torch
+
+from depthtune.checkpoints import CHECKPOINT_FILE, save_checkpoint
+from depthtune.models import build
+from depthtune.profiles import model_config
+from depthtune.trial import BEST_DIR, _carry_best, _keep_weights, _preview_predictor
+
+RAY_COPY_CHUNK = 64 * 1024 * 1024  # ray.train._internal.storage._pyarrow_fs_copy_files' chunk size
+SAVE, KEEP, COPY_BEST, RELOAD = "bare: save the epoch's checkpoint", "tracked, best epoch: keep its weights", \
+    "tracked, other epoch: carry the best weights in", "tracked, grid epoch: reload the weights"
+PERSIST_BEST, PERSIST_OTHER = "tracked: Tune persists a best epoch's directory", "tracked: Tune persists another epoch's directory"
+
+
+def epoch_state(model_name: str, profile: str) -> dict:
+    """A checkpoint's content as ``train`` saves it, with SGD momentum buffers filled."""
+    cfg = model_config(profile, model_name)
+    model = build(model_name, **cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5)
+    return {
+        "model_name": model_name, "model_config": cfg, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "epoch": 0, "rng": {"torch": torch.get_rng_state(), "cuda": None},
+        "history": [], "best_epoch": 0,
+    }
+
+
+def timed(step: Callable[[], object]) -> float:
+    """Wall seconds ``step`` takes."""
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
+
+
+def one_rep(state: dict, root: Path, rep: int) -> dict[str, float]:
+    """Seconds of each per-epoch step, in the order a tracked epoch runs them."""
+    epoch_dir, best_file = root / f"epoch_{rep:03d}", root / "workdir" / BEST_DIR / CHECKPOINT_FILE
+    storage = root / "storage" / f"checkpoint_{rep:06d}"
+    local = pyarrow.fs.LocalFileSystem()
+    seconds = {SAVE: timed(lambda: save_checkpoint(epoch_dir, state))}
+    seconds[KEEP] = timed(lambda: _keep_weights(epoch_dir / CHECKPOINT_FILE, best_file))
+    other_dir = root / f"other_{rep:03d}"
+    shutil.copytree(epoch_dir, other_dir)
+    seconds[COPY_BEST] = timed(lambda: _carry_best(best_file, other_dir))
+    predictor = _preview_predictor(None, epoch_dir, "cpu")  # built at the trial's first grid, reloaded after
+    seconds[RELOAD] = timed(lambda: _preview_predictor(predictor, epoch_dir, "cpu"))
+    storage.mkdir(parents=True)
+    seconds[PERSIST_BEST] = timed(
+        lambda: pyarrow.fs.copy_files(str(epoch_dir), str(storage), source_filesystem=local, destination_filesystem=local,
+                                      chunk_size=RAY_COPY_CHUNK))
+    seconds[PERSIST_OTHER] = timed(
+        lambda: pyarrow.fs.copy_files(str(other_dir), str(storage) + "_other", source_filesystem=local,
+                                      destination_filesystem=local, chunk_size=RAY_COPY_CHUNK))
+    for path in (epoch_dir, other_dir, storage, Path(str(storage) + "_other")):
+        shutil.rmtree(path)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["net12", "net3", "fcrn"], choices=("net12", "net3", "fcrn"))
+    parser.add_argument("--profile", default="paper", choices=("paper", "cpu"))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--dir", type=Path, help="where to write (default: the system's temp directory)")
+    args = parser.parse_args()
+    for model_name in args.models:
+        state = epoch_state(model_name, args.profile)
+        with tempfile.TemporaryDirectory(prefix="depthtune-ckpt-io-", dir=args.dir) as tmp:
+            reps = [one_rep(state, Path(tmp), rep) for rep in range(args.reps)]
+            size = sum(f.stat().st_size for f in (Path(tmp) / "workdir").rglob("*") if f.is_file())
+        medians = {step: statistics.median(rep[step] for rep in reps) for step in reps[0]}
+        bare = medians[SAVE]
+        params = sum(t.numel() for t in state["model"].values()) / 1e6
+        print(f"\n{model_name} ({args.profile}): {params:.1f}M weights, best-weights file {size / 1e6:.0f} MB; "
+              f"median seconds of {args.reps} reps")
+        for step, value in medians.items():
+            print(f"  {step:52s} {value:7.3f} s")
+        best_epoch = medians[KEEP] + medians[RELOAD] + medians[PERSIST_BEST]
+        other_epoch = medians[COPY_BEST] + medians[RELOAD] + medians[PERSIST_OTHER]
+        print(f"  tracked adds per epoch (grid epochs): {best_epoch:.3f} s at a best epoch, {other_epoch:.3f} s at another; "
+              f"{best_epoch / bare:.2f}x / {other_epoch / bare:.2f}x the bare loop's own save")
+
+
+if __name__ == "__main__":
+    main()
