@@ -1,10 +1,9 @@
 """Checkpoint I/O per epoch at a model's real size: the full checkpoint the bare training loop writes
 every epoch (weights, SGD momentum, scheduler, history) next to what a tracked trial's report adds
 (keeping the best weights, carrying them into the other epochs' checkpoints, reloading the weights for
-the prediction grid, Tune copying the reported
-checkpoint directory into the sweep's storage). All of it runs in the training process between two
-epochs, so on a GPU the device waits for it, and an NYU epoch there is about a second of compute
-(795 training images at the 700-900 images/s of section 5).
+the prediction grid, Tune copying the reported checkpoint directory into the sweep's storage). All of
+it runs in the training process between two epochs, so on a GPU the device waits for it, and an NYU
+epoch there is about a second of compute (795 training images at the 700-900 images/s of section 5).
 
     python benchmarks/checkpoint_io.py [--models net12 net3 fcrn] [--profile paper] [--reps 3] [--dir DIR]
 
@@ -28,7 +27,7 @@ import pyarrow.fs
 import torch
 
 from depthtune.checkpoints import CHECKPOINT_FILE, save_checkpoint
-from depthtune.models import build
+from depthtune.models import MODEL_NAMES, build
 from depthtune.profiles import model_config
 from depthtune.trial import BEST_DIR, _carry_best, _keep_weights, _preview_predictor
 
@@ -65,7 +64,7 @@ def timed(step: Callable[[], object]) -> float:
 def one_rep(state: dict, root: Path, rep: int) -> dict[str, float]:
     """Seconds of each per-epoch step, in the order a tracked epoch runs them."""
     epoch_dir, best_file = root / f"epoch_{rep:03d}", root / "workdir" / BEST_DIR / CHECKPOINT_FILE
-    storage = root / "storage" / f"checkpoint_{rep:06d}"
+    storage, storage_other = root / "storage" / f"checkpoint_{rep:06d}", root / "storage" / f"other_{rep:06d}"
     local = pyarrow.fs.LocalFileSystem()
     seconds = {SAVE: timed(lambda: save_checkpoint(epoch_dir, state))}
     seconds[KEEP] = timed(lambda: _keep_weights(epoch_dir / CHECKPOINT_FILE, best_file))
@@ -79,16 +78,16 @@ def one_rep(state: dict, root: Path, rep: int) -> dict[str, float]:
         lambda: pyarrow.fs.copy_files(str(epoch_dir), str(storage), source_filesystem=local, destination_filesystem=local,
                                       chunk_size=RAY_COPY_CHUNK))
     seconds[PERSIST_OTHER] = timed(
-        lambda: pyarrow.fs.copy_files(str(other_dir), str(storage) + "_other", source_filesystem=local,
+        lambda: pyarrow.fs.copy_files(str(other_dir), str(storage_other), source_filesystem=local,
                                       destination_filesystem=local, chunk_size=RAY_COPY_CHUNK))
-    for path in (epoch_dir, other_dir, storage, Path(str(storage) + "_other")):
+    for path in (epoch_dir, other_dir, storage, storage_other):
         shutil.rmtree(path)
     return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["net12", "net3", "fcrn"], choices=("net12", "net3", "fcrn"))
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
     parser.add_argument("--profile", default="paper", choices=("paper", "cpu"))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--dir", type=Path, help="where to write (default: the system's temp directory)")

@@ -71,7 +71,7 @@ def _keep_weights(source: Path, target: Path) -> None:
 
 def _carry_best(best_file: Path, checkpoint_dir: Path) -> None:
     """Put the best weights so far into ``checkpoint_dir``'s ``best/``: a hard link where both are on
-    one filesystem (no copy: 0.42 s for a paper-size Net12 otherwise; ``best_file`` is only ever
+    one filesystem (no copy: about 0.4 s for a paper-size Net12 otherwise; ``best_file`` is only ever
     replaced, never rewritten in place, so the link keeps the weights it was made with), else a copy."""
     target = checkpoint_dir / BEST_DIR / CHECKPOINT_FILE
     target.parent.mkdir(exist_ok=True)
