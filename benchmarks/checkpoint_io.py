@@ -1,16 +1,17 @@
 """Checkpoint I/O per epoch at a model's real size: the full checkpoint the bare training loop writes
 every epoch (weights, SGD momentum, scheduler, history) next to what a tracked trial's report adds
-(keeping the best weights, carrying them into the other epochs' checkpoints, reloading the weights for
-the prediction grid, Tune copying the reported checkpoint directory into the sweep's storage). All of
+(reloading the weights for the prediction grid; at a checkpointed epoch, Tune copying the reported
+checkpoint directory into the sweep's storage). All of
 it runs in the training process between two epochs, so on a GPU the device waits for it, and an NYU
 epoch there is about a second of compute (795 training images at the 700-900 images/s of section 5).
 
     python benchmarks/checkpoint_io.py [--models net12 net3 fcrn] [--profile paper] [--reps 3] [--dir DIR]
 
 Each rep times one epoch's worth of each step with the real functions (``save_checkpoint`` as
-``train`` calls it, the trial's ``_keep_weights``, ``_carry_best`` and ``_preview_predictor``, and
-``pyarrow.fs.copy_files`` with the arguments Ray's ``persist_current_checkpoint`` passes for local
-storage); the medians are printed. ``--dir`` should be on the disk the sweep's storage_path uses.
+``train`` calls it, the trial's ``_preview_predictor``, and ``pyarrow.fs.copy_files`` with the
+arguments Ray's ``persist_current_checkpoint`` passes for local storage); the medians are printed.
+A trial hands Tune a checkpoint at each new best, its last epoch and every ``checkpoint_every``-th
+(``depthtune.trial.checkpoint_due``); other epochs add only the grid's reload. ``--dir`` should be on the disk the sweep's storage_path uses.
 """
 
 from __future__ import annotations
@@ -29,12 +30,11 @@ import torch
 from depthtune.checkpoints import CHECKPOINT_FILE, save_checkpoint
 from depthtune.models import MODEL_NAMES, build
 from depthtune.profiles import model_config
-from depthtune.trial import BEST_DIR, _carry_best, _keep_weights, _preview_predictor
+from depthtune.trial import _preview_predictor
 
 RAY_COPY_CHUNK = 64 * 1024 * 1024  # ray.train._internal.storage._pyarrow_fs_copy_files' chunk size
-SAVE, KEEP, COPY_BEST, RELOAD = "bare: save the epoch's checkpoint", "tracked, best epoch: keep its weights", \
-    "tracked, other epoch: carry the best weights in", "tracked, grid epoch: reload the weights"
-PERSIST_BEST, PERSIST_OTHER = "tracked: Tune persists a best epoch's directory", "tracked: Tune persists another epoch's directory"
+SAVE, RELOAD, PERSIST = "bare: save the epoch's checkpoint", "tracked, grid epoch: reload the weights", \
+    "tracked, checkpointed epoch: Tune persists the directory"
 
 
 def epoch_state(model_name: str, profile: str) -> dict:
@@ -61,28 +61,21 @@ def timed(step: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def one_rep(state: dict, root: Path, rep: int) -> dict[str, float]:
-    """Seconds of each per-epoch step, in the order a tracked epoch runs them."""
-    epoch_dir, best_file = root / f"epoch_{rep:03d}", root / "workdir" / BEST_DIR / CHECKPOINT_FILE
-    storage, storage_other = root / "storage" / f"checkpoint_{rep:06d}", root / "storage" / f"other_{rep:06d}"
+def one_rep(state: dict, root: Path, rep: int) -> tuple[dict[str, float], int]:
+    """Seconds of each per-epoch step, in the order a tracked epoch runs them, and the checkpoint's bytes."""
+    epoch_dir, storage = root / f"epoch_{rep:03d}", root / "storage" / f"checkpoint_{rep:06d}"
     local = pyarrow.fs.LocalFileSystem()
     seconds = {SAVE: timed(lambda: save_checkpoint(epoch_dir, state))}
-    seconds[KEEP] = timed(lambda: _keep_weights(epoch_dir / CHECKPOINT_FILE, best_file))
-    other_dir = root / f"other_{rep:03d}"
-    shutil.copytree(epoch_dir, other_dir)
-    seconds[COPY_BEST] = timed(lambda: _carry_best(best_file, other_dir))
     predictor = _preview_predictor(None, epoch_dir, "cpu")  # built at the trial's first grid, reloaded after
     seconds[RELOAD] = timed(lambda: _preview_predictor(predictor, epoch_dir, "cpu"))
     storage.mkdir(parents=True)
-    seconds[PERSIST_BEST] = timed(
+    seconds[PERSIST] = timed(
         lambda: pyarrow.fs.copy_files(str(epoch_dir), str(storage), source_filesystem=local, destination_filesystem=local,
                                       chunk_size=RAY_COPY_CHUNK))
-    seconds[PERSIST_OTHER] = timed(
-        lambda: pyarrow.fs.copy_files(str(other_dir), str(storage_other), source_filesystem=local,
-                                      destination_filesystem=local, chunk_size=RAY_COPY_CHUNK))
-    for path in (epoch_dir, other_dir, storage, storage_other):
+    size = (epoch_dir / CHECKPOINT_FILE).stat().st_size
+    for path in (epoch_dir, storage):
         shutil.rmtree(path)
-    return seconds
+    return seconds, size
 
 
 def main() -> None:
@@ -95,19 +88,18 @@ def main() -> None:
     for model_name in args.models:
         state = epoch_state(model_name, args.profile)
         with tempfile.TemporaryDirectory(prefix="depthtune-ckpt-io-", dir=args.dir) as tmp:
-            reps = [one_rep(state, Path(tmp), rep) for rep in range(args.reps)]
-            size = sum(f.stat().st_size for f in (Path(tmp) / "workdir").rglob("*") if f.is_file())
+            reps, sizes = zip(*(one_rep(state, Path(tmp), rep) for rep in range(args.reps)))
+        size = sizes[0]
         medians = {step: statistics.median(rep[step] for rep in reps) for step in reps[0]}
         bare = medians[SAVE]
         params = sum(t.numel() for t in state["model"].values()) / 1e6
-        print(f"\n{model_name} ({args.profile}): {params:.1f}M weights, best-weights file {size / 1e6:.0f} MB; "
+        print(f"\n{model_name} ({args.profile}): {params:.1f}M weights, checkpoint {size / 1e6:.0f} MB; "
               f"median seconds of {args.reps} reps")
         for step, value in medians.items():
-            print(f"  {step:52s} {value:7.3f} s")
-        best_epoch = medians[KEEP] + medians[RELOAD] + medians[PERSIST_BEST]
-        other_epoch = medians[COPY_BEST] + medians[RELOAD] + medians[PERSIST_OTHER]
-        print(f"  tracked adds per epoch (grid epochs): {best_epoch:.3f} s at a best epoch, {other_epoch:.3f} s at another; "
-              f"{best_epoch / bare:.2f}x / {other_epoch / bare:.2f}x the bare loop's own save")
+            print(f"  {step:58s} {value:7.3f} s")
+        checkpointed = medians[RELOAD] + medians[PERSIST]
+        print(f"  tracked adds per grid epoch: {checkpointed:.3f} s when checkpointed, {medians[RELOAD]:.3f} s otherwise; "
+              f"{checkpointed / bare:.2f}x / {medians[RELOAD] / bare:.2f}x the bare loop's own save")
 
 
 if __name__ == "__main__":

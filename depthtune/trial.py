@@ -21,7 +21,7 @@ import torch
 from mlflow import MlflowClient
 from ray import tune
 
-from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint, save_checkpoint
+from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint
 from depthtune.data import NYUArrays
 from depthtune.predictor import DepthPredictor
 from depthtune.searcher import stopping_epochs
@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 TRIAL_STATE_FILE = "trial_state.json"
 WORKDIR_PREFIX = "depthtune-trial-"
-BEST_DIR = "best"
 FLUSH_TIMEOUT_S = 600.0
 # ASHA may stop a trial at a rung's report or its last, ending its process with whatever is still queued, so
 # before such a report a trial waits this long for its whole queue; before any other report, for
@@ -50,35 +49,17 @@ def _save_trial_state(checkpoint_dir: Path, state: dict[str, Any]) -> None:
     (checkpoint_dir / TRIAL_STATE_FILE).write_text(json.dumps(state))
 
 
-def best_weights(checkpoint_dir: str | os.PathLike) -> Path:
-    """The best-so-far weights a trial's checkpoint carries: its ``best/`` copy, or the checkpoint
-    itself when its own epoch is the best one. Any one checkpoint (e.g. the newest) is enough."""
-    carried = Path(checkpoint_dir) / BEST_DIR / CHECKPOINT_FILE
-    return carried if carried.is_file() else Path(checkpoint_dir) / CHECKPOINT_FILE
-
-
 def read_trial_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
     """The trial state saved in a checkpoint directory (empty for a checkpoint without one)."""
     path = Path(checkpoint_dir) / TRIAL_STATE_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _keep_weights(source: Path, target: Path) -> None:
-    """Copy the model part of the checkpoint ``source`` (no optimizer state) to ``target``."""
-    state = load_checkpoint(source)
-    save_checkpoint(target.parent, {key: state[key] for key in ("model_name", "model_config", "model", "epoch")})
-
-
-def _carry_best(best_file: Path, checkpoint_dir: Path) -> None:
-    """Put the best weights so far into ``checkpoint_dir``'s ``best/``: a hard link where both are on
-    one filesystem (no copy: about 0.4 s for a paper-size Net12 otherwise; ``best_file`` is only ever
-    replaced, never rewritten in place, so the link keeps the weights it was made with), else a copy."""
-    target = checkpoint_dir / BEST_DIR / CHECKPOINT_FILE
-    target.parent.mkdir(exist_ok=True)
-    try:
-        os.link(best_file, target)
-    except OSError:
-        shutil.copy2(best_file, target)
+def checkpoint_due(epoch: int, epochs: int, every: int, new_best: bool) -> bool:
+    """Whether the trial hands Tune a checkpoint after ``epoch`` (0-based): at a new best (Tune keeps
+    the best by the sweep's metric, so the registry and each run's ``best_model/`` need nothing
+    else), at the last epoch, and every ``every`` epochs, which bounds what a restarted trial retrains."""
+    return new_best or epoch + 1 == epochs or (epoch + 1) % every == 0
 
 
 def _preview_predictor(predictor: DepthPredictor | None, checkpoint_dir: Path, device: str) -> DepthPredictor:
@@ -201,9 +182,7 @@ def _train_and_track(
     resume_from, restored = _restored_checkpoint(workdir)
     run, continued = _open_run(client, restored.get(RUN_ID_KEY), tracking, params, config)
     state = {RUN_ID_KEY: run.run_id, "epochs": restored.get("epochs", []), "best": restored.get("best")}
-    best_file = workdir / BEST_DIR / CHECKPOINT_FILE
     if restored:
-        _keep_weights(best_weights(resume_from.parent), best_file)
         done = int(restored["metrics"]["epoch"]) + 1
         run.set_tags({"depthtune.restored_after_epoch": done})
     already_logged = run.logged_steps("val_loss") if continued else set()
@@ -216,7 +195,7 @@ def _train_and_track(
         if restored and done >= config.epochs:  # it had finished when the driver died: hand Tune its last result again
             tune.report({**restored["metrics"], RUN_ID_KEY: run.run_id}, checkpoint=tune.Checkpoint.from_directory(resume_from.parent))
             return
-        _train_reporting(config, sweep, arrays, base_model, workdir, best_file, run, client, writer, state, already_logged, resume_from)
+        _train_reporting(config, sweep, arrays, base_model, workdir, run, client, writer, state, already_logged, resume_from)
     finally:
         writer.close(timeout=FLUSH_TIMEOUT_S)
 
@@ -231,7 +210,6 @@ def _train_reporting(
     arrays: NYUArrays,
     base_model: BaseModel | None,
     workdir: Path,
-    best_file: Path,
     run: RunLogger,
     client: MlflowClient,
     writer: BackgroundWriter,
@@ -240,7 +218,7 @@ def _train_reporting(
     resume_from: Path | None,
 ) -> None:
     """Train, and after each epoch: queue its metrics (and every few epochs a prediction grid) for
-    MLflow, keep the best weights so far in the checkpoint, and report both to Tune."""
+    MLflow and report them to Tune, with the epoch's checkpoint when one is due (``checkpoint_due``)."""
     preview_frames = list(data_splits(config, len(arrays)).val[: sweep.preview_frames])
     may_stop_after = stopping_epochs(sweep)
     queued_before = writer.mark
@@ -252,12 +230,13 @@ def _train_reporting(
         record = {"step": epoch, "timestamp_ms": int(time.time() * 1000), "metrics": metrics}
         state["epochs"].append(record)
         best = state["best"]
-        if best is None or is_better(config.select_metric, metrics[config.select_metric], best["metrics"][config.select_metric]):
+        new_best = best is None or is_better(config.select_metric, metrics[config.select_metric], best["metrics"][config.select_metric])
+        if new_best:
             state["best"] = {"epoch": epoch, "metrics": metrics}
-            _keep_weights(checkpoint_dir / CHECKPOINT_FILE, best_file)
-        else:
-            _carry_best(best_file, checkpoint_dir)
-        _save_trial_state(checkpoint_dir, {**state, "metrics": metrics})
+        checkpoint = None
+        if checkpoint_due(epoch, config.epochs, sweep.checkpoint_every, new_best):
+            _save_trial_state(checkpoint_dir, {**state, "metrics": metrics})
+            checkpoint = tune.Checkpoint.from_directory(checkpoint_dir)
         if epoch not in already_logged:  # a retrained epoch repeats its values exactly (seeded training)
             writer.submit(f"epoch {epoch + 1} metrics", _epoch_sender(run, record))
         if preview_frames and ((epoch + 1) % sweep.preview_every == 0 or epoch + 1 == config.epochs):
@@ -267,10 +246,7 @@ def _train_reporting(
             writer.submit(artifact, lambda: log_grid(client, run.run_id, grid, artifact))
         writer.wait_for(writer.mark if epoch + 1 in may_stop_after else queued_before, timeout=REPORT_FLUSH_S)
         queued_before = writer.mark
-        tune.report(
-            {**metrics, RUN_ID_KEY: run.run_id, TIMESTAMP_KEY: record["timestamp_ms"]},
-            checkpoint=tune.Checkpoint.from_directory(checkpoint_dir),
-        )
+        tune.report({**metrics, RUN_ID_KEY: run.run_id, TIMESTAMP_KEY: record["timestamp_ms"]}, checkpoint=checkpoint)
 
     net12 = base_model.module() if base_model is not None else None
     try:

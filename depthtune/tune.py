@@ -39,7 +39,7 @@ from depthtune.tracking.registry import Registration, log_depth_model, register_
 from depthtune.tracking.runs import DIVERGED_TAG, TIMESTAMP_KEY, RunLogger
 from depthtune.tracking.server import TrackingServer, embedded_store
 from depthtune.train import EPOCH_METRICS, data_splits
-from depthtune.trial import RUN_ID_KEY, best_weights, read_trial_state, run_trial
+from depthtune.trial import RUN_ID_KEY, read_trial_state, run_trial
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def _register_best(
 ) -> tuple[Registration, dict[str, float]]:
     """Evaluate the winner on the test split, log it as a model in its run, register a version."""
     trial_config = config.trial_config(params, **train_extra)
-    model = model_from_checkpoint(best_weights(checkpoint_dir), expected=config.model)
+    model = model_from_checkpoint(checkpoint_dir, expected=config.model)
     test_metrics = evaluate_model(model, trial_config, arrays)
     splits = data_splits(trial_config, len(arrays))
     protocol = {**EIGEN_PROTOCOL.as_dict(), "split": splits.source, "test_frames": len(splits.test), "data_sha256": data_sha256}
@@ -197,16 +197,25 @@ def _register_best(
     return registration, test_metrics
 
 
+def best_checkpoint(result: tune.Result, config: SweepConfig) -> tune.Checkpoint | None:
+    """The trial's checkpoint of its best epoch by the sweep's metric: trials checkpoint every new
+    best and Tune keeps the best ones (``CheckpointConfig`` in ``run_sweep``)."""
+    if not result.best_checkpoints:
+        return None
+    return result.get_best_checkpoint(config.metric, config.mode)
+
+
 def log_best_weights(client: MlflowClient, results: tune.ResultGrid, config: SweepConfig) -> None:
-    """Each trial's best weights (carried by its newest checkpoint) as weights + architecture JSON
-    into its run's ``best_model/``, and the best epoch as tags."""
+    """Each trial's best checkpoint as weights + architecture JSON into its run's ``best_model/``,
+    and the best epoch as tags."""
     for result in results:
         run_id = (result.metrics or {}).get(RUN_ID_KEY)
-        if result.checkpoint is None or not run_id:
+        checkpoint = best_checkpoint(result, config)
+        if checkpoint is None or not run_id:
             continue
-        with result.checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as staging:
+        with checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as staging:
             best = read_trial_state(directory).get("best")
-            save_model_files(model_from_checkpoint(best_weights(directory)), staging)
+            save_model_files(model_from_checkpoint(directory), staging)
             client.log_artifacts(run_id, staging, "best_model")
         if best:
             RunLogger(client, run_id).set_tags(
@@ -342,7 +351,9 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                     name=name,
                     storage_path=str(storage),
                     failure_config=tune.FailureConfig(max_failures=config.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=config.keep_checkpoints),
+                    checkpoint_config=tune.CheckpointConfig(
+                        num_to_keep=config.keep_checkpoints, checkpoint_score_attribute=config.metric, checkpoint_score_order=config.mode
+                    ),
                     callbacks=[
                         RunStatusCallback(experiment_dir / STATE_FILE, config.epochs, EPOCH_METRICS),
                         CSVLoggerCallback(),
@@ -356,7 +367,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         close_trial_runs(client, results, config)
         log_best_weights(client, results, config)
         best = best_finished_result(results, config)
-        winner_checkpoint = best.checkpoint
+        winner_checkpoint = best_checkpoint(best, config)
         best_metrics = {k: float(v) for k, v in best.metrics.items() if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
         best_params = {k: best.config[k] for k in config.space}
         best_run_id, best_trial_id = best.metrics[RUN_ID_KEY], best.metrics["trial_id"]

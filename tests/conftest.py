@@ -87,9 +87,10 @@ def local_ray():
 
 @pytest.fixture(scope="session")
 def finished_sweep(tmp_path_factory, synthetic_file, local_ray) -> tuple[Path, SweepOutcome]:
-    """One real Net12 sweep (real Ray, real MLflow server on ./mlflow.db) shared by the tests."""
+    """One real Net12 sweep (real Ray, real MLflow server on ./mlflow.db) shared by the tests; its
+    trials checkpoint only new bests and their last epoch, and Tune keeps one checkpoint by score."""
     workdir = tmp_path_factory.mktemp("sweep")
-    return workdir, run_in(workdir, sweep_config(synthetic_file, workdir / "ray_results"))
+    return workdir, run_in(workdir, sweep_config(synthetic_file, workdir / "ray_results", checkpoint_every=3, keep_checkpoints=1))
 
 
 @pytest.fixture(scope="session")

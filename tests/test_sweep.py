@@ -14,6 +14,7 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import SEARCH_SPACE, run_in, sweep_config
+from depthtune.checkpoints import load_checkpoint
 from depthtune.loading import load_model
 
 pytestmark = pytest.mark.slow
@@ -56,6 +57,22 @@ def test_best_trial_is_the_best_finished_one(finished_sweep):
     assert best.info.status == "FINISHED"
     assert (outcome.best_checkpoint / "checkpoint.pt").is_file()
     assert set(outcome.best_params) == set(SEARCH_SPACE)
+
+
+def test_the_registered_and_logged_weights_are_each_trials_best_epoch(finished_sweep):
+    """Trials checkpoint only new bests and their last epoch and Tune keeps one by score (plus the
+    newest): the winner's checkpoint, its registered model and every run's ``best_model/`` are the
+    epoch with the lowest val_loss, not the last one."""
+    workdir, outcome = finished_sweep
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    best_epoch = min(client.get_metric_history(outcome.best_run_id, "val_loss"), key=lambda m: m.value).step
+    assert load_checkpoint(outcome.best_checkpoint)["epoch"] == best_epoch
+    registered = load_model("net12@champion", tracking_uri=f"sqlite:///{workdir}/mlflow.db").module
+    for name, tensor in load_checkpoint(outcome.best_checkpoint)["model"].items():
+        assert torch.equal(registered.state_dict()[name], tensor), name
+    for run in client.search_runs([outcome.experiment_id], f"tags.depthtune.sweep_run_id = '{outcome.sweep_run_id}'"):
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert int(run.data.tags["depthtune.best_epoch"]) == min(history, key=lambda m: m.value).step + 1
 
 
 def test_bad_search_range_is_refused_before_anything_starts(tmp_path, synthetic_file):
