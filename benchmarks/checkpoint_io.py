@@ -1,17 +1,17 @@
 """Checkpoint I/O per epoch at a model's real size: the full checkpoint the bare training loop writes
-every epoch (weights, SGD momentum, scheduler, history) next to what a tracked trial's report adds
-(reloading the weights for the prediction grid; at a checkpointed epoch, Tune copying the reported
-checkpoint directory into the sweep's storage). All of
-it runs in the training process between two epochs, so on a GPU the device waits for it, and an NYU
-epoch there is about a second of compute (795 training images at the 700-900 images/s of section 5).
+(weights, SGD momentum, scheduler, history) next to what a tracked trial's report adds, Tune copying
+the reported checkpoint directory into the sweep's storage (the prediction grids use the live model
+and copy no weights). Both run in the training process between two epochs, so on a GPU the device
+waits for them, and an NYU epoch there is about a second of compute (795 training images at the
+700-900 images/s of section 5).
 
     python benchmarks/checkpoint_io.py [--models net12 net3 fcrn] [--profile paper] [--reps 3] [--dir DIR]
 
-Each rep times one epoch's worth of each step with the real functions (``save_checkpoint`` as
-``train`` calls it, the trial's ``_preview_predictor``, and ``pyarrow.fs.copy_files`` with the
-arguments Ray's ``persist_current_checkpoint`` passes for local storage); the medians are printed.
-A trial hands Tune a checkpoint at each new best, its last epoch and every ``checkpoint_every``-th
-(``depthtune.trial.checkpoint_due``); other epochs add only the grid's reload. ``--dir`` should be on the disk the sweep's storage_path uses.
+Each rep times one checkpointed epoch's steps with the real functions (``save_checkpoint`` as
+``train`` calls it, ``pyarrow.fs.copy_files`` with the arguments Ray's ``persist_current_checkpoint``
+passes for local storage); the medians are printed. ``train`` checkpoints at each new best, the last
+epoch and every ``checkpoint_every``-th (``depthtune.train.checkpoint_due``); the other epochs write
+nothing, bare or tracked. ``--dir`` should be on the disk the sweep's storage_path uses.
 """
 
 from __future__ import annotations
@@ -30,11 +30,9 @@ import torch
 from depthtune.checkpoints import CHECKPOINT_FILE, save_checkpoint
 from depthtune.models import MODEL_NAMES, build
 from depthtune.profiles import model_config
-from depthtune.trial import _preview_predictor
 
 RAY_COPY_CHUNK = 64 * 1024 * 1024  # ray.train._internal.storage._pyarrow_fs_copy_files' chunk size
-SAVE, RELOAD, PERSIST = "bare: save the epoch's checkpoint", "tracked, grid epoch: reload the weights", \
-    "tracked, checkpointed epoch: Tune persists the directory"
+SAVE, PERSIST = "bare: save the epoch's checkpoint", "tracked: Tune persists the directory"
 
 
 def epoch_state(model_name: str, profile: str) -> dict:
@@ -66,8 +64,6 @@ def one_rep(state: dict, root: Path, rep: int) -> tuple[dict[str, float], int]:
     epoch_dir, storage = root / f"epoch_{rep:03d}", root / "storage" / f"checkpoint_{rep:06d}"
     local = pyarrow.fs.LocalFileSystem()
     seconds = {SAVE: timed(lambda: save_checkpoint(epoch_dir, state))}
-    predictor = _preview_predictor(None, epoch_dir, "cpu")  # built at the trial's first grid, reloaded after
-    seconds[RELOAD] = timed(lambda: _preview_predictor(predictor, epoch_dir, "cpu"))
     storage.mkdir(parents=True)
     seconds[PERSIST] = timed(
         lambda: pyarrow.fs.copy_files(str(epoch_dir), str(storage), source_filesystem=local, destination_filesystem=local,
@@ -97,9 +93,7 @@ def main() -> None:
               f"median seconds of {args.reps} reps")
         for step, value in medians.items():
             print(f"  {step:58s} {value:7.3f} s")
-        checkpointed = medians[RELOAD] + medians[PERSIST]
-        print(f"  tracked adds per grid epoch: {checkpointed:.3f} s when checkpointed, {medians[RELOAD]:.3f} s otherwise; "
-              f"{checkpointed / bare:.2f}x / {medians[RELOAD] / bare:.2f}x the bare loop's own save")
+        print(f"  a checkpointed epoch: tracked adds {medians[PERSIST] / bare:.2f}x the bare loop's own save")
 
 
 if __name__ == "__main__":

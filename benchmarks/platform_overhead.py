@@ -1,6 +1,6 @@
 """Platform overhead: the same training work run (a) as the bare training loop and (b) as a
-one-trial Ray Tune sweep with full MLflow tracking (per-epoch metrics, checkpoints persisted by
-Tune, best weights carried, prediction grids), run as a b a b ... a. Each b is compared with the mean of
+one-trial Ray Tune sweep with full MLflow tracking (per-epoch metrics, a checkpoint every epoch
+persisted by Tune, prediction grids), run as a b a b ... a. Each b is compared with the mean of
 the a before and after it, which cancels the drift of this shared machine's speed (the same bare
 run takes 2.0 s an epoch and 3.0 s a few minutes later). Prints the median of those ratios for the
 steady-state time per epoch (epoch 2 onwards: the time between consecutive epoch ends) and, apart,
@@ -16,6 +16,10 @@ weigh 3x more.
 
 ``--threads 1`` trains on one of the two cores on both sides and leaves the other to Ray, Tune and
 MLflow, as a GPU node's CPUs are left: the platform's own cost without CPU contention.
+
+``--tracked-env KEY=VALUE`` (repeatable) adds a third run to each rep: (b) again with those variables
+in the environment of its Ray (so of the trial's process), compared with the same two (a) runs: a
+setting measured against the default side by side.
 
 ``--control`` runs the bare loop on both sides (an A/A comparison with the same protocol): the spread
 of its ratios is what this machine's noise alone produces.
@@ -102,7 +106,7 @@ def bare(data: Path, workdir: Path, epochs: int, params: dict, threads: int) -> 
     started = time.time()
     arrays = read_nyu(data)
 
-    def on_epoch(metrics: dict, _directory: Path) -> None:
+    def on_epoch(metrics: dict, _directory: Path | None, _model: torch.nn.Module) -> None:
         ends.append(time.time())
         seconds.append(metrics["epoch_seconds"])
 
@@ -136,7 +140,7 @@ def in_loop(seconds: list[float]) -> float:
 
 def between_epochs(ends: list[float], seconds: list[float]) -> float:
     """Median seconds per epoch outside training and evaluation (checkpointing and, tracked, the
-    trial's reporting: best weights, grids, queueing metrics, ``tune.report``), from the second on."""
+    trial's reporting: grids, queueing metrics, ``tune.report`` copying the checkpoint), from the second on."""
     return statistics.median(b - a - s for a, b, s in zip(ends, ends[1:], seconds[1:]))
 
 
@@ -149,6 +153,21 @@ def cpu_per_epoch(sampler: TreeCPUSampler, ends: list[float]) -> str:
     roles = ", ".join(f"{role} {seconds:.2f}" for role, seconds in sorted(used.items(), key=lambda kv: -kv[1]) if seconds > 0)
     return (f"{roles}; training process: on a CPU {ran:.2f} s, waiting for one {waited:.3f} s, "
             f"preempted {preempted:.0f} times")
+
+
+@contextlib.contextmanager
+def environment(variables: dict[str, str]):
+    """``variables`` set in this process's environment (which a Ray it starts passes on) for the block."""
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run_bare_child(job: dict) -> None:
@@ -167,8 +186,11 @@ def main() -> None:
     parser.add_argument("--preview-frames", type=int, default=4, help="0: no prediction grids (to see what they cost)")
     parser.add_argument("--control", action="store_true", help="bare loop on both sides: the ratio noise alone gives")
     parser.add_argument("--cpu-by-role", action="store_true", help="print CPU seconds per epoch of each process role")
+    parser.add_argument("--tracked-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="also run the tracked side with this environment variable set, side by side (repeatable)")
     parser.add_argument("--bare-child", metavar="JOB_JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    variant = dict(item.split("=", 1) for item in args.tracked_env)
     logging.basicConfig(level=logging.WARNING)
     if args.bare_child:
         run_bare_child(json.loads(args.bare_child))
@@ -178,7 +200,7 @@ def main() -> None:
         print(f"generating {args.scenes} synthetic scenes into {data} (once)")
         data.parent.mkdir(exist_ok=True)
         generate_dataset(data, args.scenes, seed=1, workers=2)
-    ratios, loop_ratios, outside_a, outside_b, starts_a, starts_b = [], [], [], [], [], []
+    ratios, loop_ratios, outside_a, outside_b, starts_a, starts_b, variant_ratios = [], [], [], [], [], [], []
     params = CONTROL_PARAMS if args.control else first_proposal(data, args.preview_frames, args.threads)
     with tempfile.TemporaryDirectory() as a_dir:
         before = bare_in_own_process(data, Path(a_dir), args.epochs, params, args.threads)
@@ -189,6 +211,9 @@ def main() -> None:
                 ends_b, seconds_b, start_b = bare_in_own_process(data, Path(b_dir), args.epochs, params, args.threads)
             else:
                 ends_b, seconds_b, start_b, _ = tracked(data, Path(b_dir), args.epochs, args.preview_frames, args.threads)
+            if variant:
+                with tempfile.TemporaryDirectory() as v_dir, environment(variant):
+                    ends_v = tracked(data, Path(v_dir), args.epochs, args.preview_frames, args.threads)[0]
             after = bare_in_own_process(data, Path(a_dir), args.epochs, params, args.threads)
         if args.cpu_by_role:
             print(f"  CPU s per epoch, tracked: {cpu_per_epoch(sampler, ends_b)}\n  CPU s per epoch, bare:    {cpu_per_epoch(sampler, after[0])}")
@@ -203,6 +228,9 @@ def main() -> None:
         print(f"rep {rep + 1}: per epoch bare {steady(before[0]):.2f} s before, {steady(after[0]):.2f} s after, tracked {steady(ends_b):.2f} s, "
               f"ratio b/a {ratio:.3f}; start-up bare {after[2]:.1f} s, tracked {start_b:.1f} s; train + evaluation b/a {loop_ratios[-1]:.3f}, "
               f"between epochs bare {outside_a[-1]:.2f} s, tracked {outside_b[-1]:.2f} s", flush=True)
+        if variant:
+            variant_ratios.append(steady(ends_v) / bare_steady)
+            print(f"  tracked with {args.tracked_env}: {steady(ends_v):.2f} s per epoch, ratio b/a {variant_ratios[-1]:.3f}", flush=True)
         before = after
     if args.control:
         print("CONTROL: both sides ran the bare loop; 'tracked' below is a second bare run")
@@ -212,6 +240,9 @@ def main() -> None:
     print(f"of it: train + evaluation b/a median {statistics.median(loop_ratios):.3f} (CPU taken by what runs beside the training, "
           f"and noise); between epochs median bare {statistics.median(outside_a):.2f} s, tracked {statistics.median(outside_b):.2f} s "
           f"(the trial's own per-epoch work)")
+    if variant:
+        print(f"tracked with {args.tracked_env}: median ratio {statistics.median(variant_ratios):.3f} "
+              f"({', '.join(f'{r:.3f}' for r in variant_ratios)}), default {statistics.median(ratios):.3f}")
 
 
 if __name__ == "__main__":

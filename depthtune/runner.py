@@ -59,12 +59,12 @@ def run_training(
     run_dir = Path(run_dir)
     metrics_file = run_dir / "metrics.jsonl"
 
-    def record(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+    def record(metrics: dict[str, float], checkpoint_dir: Path | None, _model: nn.Module) -> None:
         config_file = run_dir / "config.yaml"
         if not config_file.exists():
             config_file.write_text(yaml.safe_dump(config.as_dict(), sort_keys=False))
         with metrics_file.open("a") as out:
-            out.write(json.dumps({**metrics, "checkpoint": str(checkpoint_dir)}) + "\n")
+            out.write(json.dumps({**metrics, "checkpoint": str(checkpoint_dir) if checkpoint_dir else None}) + "\n")
 
     result = train(config, run_dir / "checkpoints", arrays=arrays, on_epoch=record, resume_from=resume_from)
     test_metrics = evaluate_checkpoint(result.best_checkpoint, config, arrays)

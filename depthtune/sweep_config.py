@@ -29,9 +29,8 @@ class SweepConfig:
     runs all its epochs) pick the search; random + FIFO is the brute-force baseline;
     ``startup_trials`` is how many seeded random trials TPE draws before it models the results
     (4, not Optuna's 10: with tens of trials, 10 random ones are a third of the budget;
-    benchmarks/README.md, search efficiency); a trial checkpoints each new best epoch, its last and
-    every ``checkpoint_every``-th, and Tune keeps its ``keep_checkpoints`` best by ``metric`` plus
-    the newest (a paper-size checkpoint costs seconds a GPU waits for: benchmarks/README.md, overhead)."""
+    benchmarks/README.md, search efficiency); Tune keeps each trial's ``keep_checkpoints`` best
+    checkpoints by ``metric`` plus its newest (when a trial checkpoints: ``train.checkpoint_every``)."""
 
     model: str
     search_space: dict[str, Any]
@@ -57,7 +56,6 @@ class SweepConfig:
     reduction_factor: int = 2
     max_failures: int = 2
     keep_checkpoints: int = 2
-    checkpoint_every: int = 1
     seed: int = 0
     preview_every: int = 2
     preview_frames: int = 4
@@ -116,7 +114,7 @@ class SweepConfig:
         for key, choices in (("searcher", SEARCHERS), ("scheduler", SCHEDULERS)):
             if getattr(self, key) not in choices:
                 problems.append(f"{key}={getattr(self, key)!r}: expected one of {list(choices)}")
-        for key in ("num_samples", "max_concurrent", "startup_trials", "grace_period", "keep_checkpoints", "checkpoint_every", "synthetic_scenes", "synthetic_workers", "preview_every"):
+        for key in ("num_samples", "max_concurrent", "startup_trials", "grace_period", "keep_checkpoints", "synthetic_scenes", "synthetic_workers", "preview_every"):
             value = getattr(self, key)
             if not (isinstance(value, int) and value >= 1):
                 problems.append(f"{key}={value!r}: expected an integer >= 1")

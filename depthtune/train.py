@@ -1,6 +1,7 @@
 """The one training loop for Net12, Net3 and FCRN: SGD + momentum with StepLR, evaluation on the
-validation split after every epoch, a full checkpoint every epoch, and a callback that receives
-each epoch's metrics and checkpoint directory. Bare runs and Ray Tune trials call ``train``
+validation split after every epoch, a full checkpoint at each new best, the last epoch and every
+``checkpoint_every``-th, and a callback that receives each epoch's metrics, its checkpoint
+directory (None when it saved none) and the model. Bare runs and Ray Tune trials call ``train``
 unchanged: a trial's callback forwards to ``tune.report``.
 """
 
@@ -27,7 +28,7 @@ from depthtune.models import MODEL_NAMES, build
 
 logger = logging.getLogger(__name__)
 
-EpochCallback = Callable[[dict[str, float], Path], None]
+EpochCallback = Callable[[dict[str, float], Path | None, nn.Module], None]
 SELECTABLE_METRICS = ("val_loss",) + tuple(f"val_{name}" for name in METRIC_NAMES)
 EPOCH_METRICS = ("epoch", "train_loss", *SELECTABLE_METRICS, "lr", "epoch_seconds", "images_per_second")
 
@@ -35,7 +36,8 @@ EPOCH_METRICS = ("epoch", "train_loss", *SELECTABLE_METRICS, "lr", "epoch_second
 @dataclass
 class TrainConfig:
     """Everything one training run needs; the tuned hyperparameters are lr, momentum,
-    step_size and grad_weight."""
+    step_size and grad_weight. ``checkpoint_every`` spaces the checkpoints between new bests: a
+    paper-size one takes seconds to write while the GPU waits (benchmarks/README.md, overhead)."""
 
     model: str = "net12"
     model_cfg: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +64,7 @@ class TrainConfig:
     channels_last: bool = True
     select_metric: str = "val_loss"
     keep_checkpoints: int = 1
+    checkpoint_every: int = 1
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "training config") -> "TrainConfig":
@@ -86,7 +89,7 @@ class TrainConfig:
             problems.append(f"grad_weight={self.grad_weight!r}: expected >= 0")
         if self.weight_decay < 0:
             problems.append(f"weight_decay={self.weight_decay!r}: expected >= 0")
-        for key in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints"):
+        for key in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints", "checkpoint_every"):
             value = getattr(self, key)
             if not (isinstance(value, int) and value >= 1):
                 problems.append(f"{key}={value!r}: expected an integer >= 1")
@@ -237,6 +240,12 @@ def _restore(model: nn.Module, optimizer, scheduler, state: dict, where: str) ->
     return int(state["epoch"]) + 1
 
 
+def checkpoint_due(epoch: int, epochs: int, every: int, new_best: bool) -> bool:
+    """Whether ``train`` checkpoints after ``epoch`` (0-based): at a new best (what a run or a trial
+    keeps), at the last epoch, and every ``every`` epochs, which bounds what a resumed run retrains."""
+    return new_best or epoch + 1 == epochs or (epoch + 1) % every == 0
+
+
 def _prune_checkpoints(root: Path, keep: int, best_epoch: int) -> None:
     """Keep the newest ``keep`` epoch directories and the best one."""
     epochs = sorted(root.glob("epoch_*"))
@@ -358,31 +367,33 @@ def train(
             "images_per_second": images / train_seconds,
         }
         history.append(metrics)
-        if best_epoch < 0 or is_better(config.select_metric, metrics[config.select_metric], history[best_epoch][config.select_metric]):
+        new_best = best_epoch < 0 or is_better(config.select_metric, metrics[config.select_metric], history[best_epoch][config.select_metric])
+        if new_best:
             best_epoch = epoch
-        directory = root / f"epoch_{epoch:03d}"
-        save_checkpoint(
-            directory,
-            {
-                "model_name": config.model,
-                "model_config": model_cfg,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                "history": history,
-                "best_epoch": best_epoch,
-                "train_config": config.as_dict(),
-            },
-        )
+        directory = root / f"epoch_{epoch:03d}" if checkpoint_due(epoch, config.epochs, config.checkpoint_every, new_best) else None
+        if directory is not None:
+            save_checkpoint(
+                directory,
+                {
+                    "model_name": config.model,
+                    "model_config": model_cfg,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                    "history": history,
+                    "best_epoch": best_epoch,
+                    "train_config": config.as_dict(),
+                },
+            )
         logger.info(
             "%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_abs_rel %.3f  %.1f img/s",
             config.model, epoch + 1, config.epochs, metrics["train_loss"], metrics["val_loss"],
             metrics["val_abs_rel"], metrics["images_per_second"],
         )
         if on_epoch is not None:
-            on_epoch(metrics, directory)
+            on_epoch(metrics, directory, model)
         _prune_checkpoints(root, config.keep_checkpoints, best_epoch)
 
     if not history:

@@ -20,8 +20,9 @@ import ray
 import torch
 from mlflow import MlflowClient
 from ray import tune
+from torch import nn
 
-from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint
+from depthtune.checkpoints import CHECKPOINT_FILE
 from depthtune.data import NYUArrays
 from depthtune.predictor import DepthPredictor
 from depthtune.searcher import stopping_epochs
@@ -55,19 +56,12 @@ def read_trial_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def checkpoint_due(epoch: int, epochs: int, every: int, new_best: bool) -> bool:
-    """Whether the trial hands Tune a checkpoint after ``epoch`` (0-based): at a new best (Tune keeps
-    the best by the sweep's metric, so the registry and each run's ``best_model/`` need nothing
-    else), at the last epoch, and every ``every`` epochs, which bounds what a restarted trial retrains."""
-    return new_best or epoch + 1 == epochs or (epoch + 1) % every == 0
-
-
-def _preview_predictor(predictor: DepthPredictor | None, checkpoint_dir: Path, device: str) -> DepthPredictor:
-    """A predictor with the weights of ``checkpoint_dir``: the trial's previous one reloaded (the
-    architecture and its geometry are the same every epoch), or a new one for its first grid."""
+def _preview_predictor(predictor: DepthPredictor | None, model: nn.Module, device: str) -> DepthPredictor:
+    """A predictor on the live model, so a grid copies no weights: made at the trial's first grid,
+    put back in eval mode at the later ones (``train`` sets train mode at the start of every epoch)."""
     if predictor is None:
-        return DepthPredictor(model_from_checkpoint(checkpoint_dir), device)
-    predictor.module.load_state_dict(load_checkpoint(checkpoint_dir)["model"])
+        return DepthPredictor(model, device)
+    predictor.module.eval()
     return predictor
 
 
@@ -218,29 +212,28 @@ def _train_reporting(
     resume_from: Path | None,
 ) -> None:
     """Train, and after each epoch: queue its metrics (and every few epochs a prediction grid) for
-    MLflow and report them to Tune, with the epoch's checkpoint when one is due (``checkpoint_due``)."""
+    MLflow and report them to Tune, with the epoch's checkpoint when ``train`` wrote one."""
     preview_frames = list(data_splits(config, len(arrays)).val[: sweep.preview_frames])
     may_stop_after = stopping_epochs(sweep)
     queued_before = writer.mark
     predictor: DepthPredictor | None = None
 
-    def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+    def report(metrics: dict[str, float], checkpoint_dir: Path | None, model: nn.Module) -> None:
         nonlocal queued_before, predictor
         epoch = int(metrics["epoch"])
         record = {"step": epoch, "timestamp_ms": int(time.time() * 1000), "metrics": metrics}
         state["epochs"].append(record)
         best = state["best"]
-        new_best = best is None or is_better(config.select_metric, metrics[config.select_metric], best["metrics"][config.select_metric])
-        if new_best:
+        if best is None or is_better(config.select_metric, metrics[config.select_metric], best["metrics"][config.select_metric]):
             state["best"] = {"epoch": epoch, "metrics": metrics}
         checkpoint = None
-        if checkpoint_due(epoch, config.epochs, sweep.checkpoint_every, new_best):
+        if checkpoint_dir is not None:
             _save_trial_state(checkpoint_dir, {**state, "metrics": metrics})
             checkpoint = tune.Checkpoint.from_directory(checkpoint_dir)
         if epoch not in already_logged:  # a retrained epoch repeats its values exactly (seeded training)
             writer.submit(f"epoch {epoch + 1} metrics", _epoch_sender(run, record))
         if preview_frames and ((epoch + 1) % sweep.preview_every == 0 or epoch + 1 == config.epochs):
-            predictor = _preview_predictor(predictor, checkpoint_dir, str(pick_device(config.device)))
+            predictor = _preview_predictor(predictor, model, str(pick_device(config.device)))
             grid = prediction_grid(predictor, arrays, preview_frames, f"epoch {epoch + 1}")
             artifact = f"predictions/epoch_{epoch + 1:03d}.png"
             writer.submit(artifact, lambda: log_grid(client, run.run_id, grid, artifact))

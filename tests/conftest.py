@@ -90,7 +90,8 @@ def finished_sweep(tmp_path_factory, synthetic_file, local_ray) -> tuple[Path, S
     """One real Net12 sweep (real Ray, real MLflow server on ./mlflow.db) shared by the tests; its
     trials checkpoint only new bests and their last epoch, and Tune keeps one checkpoint by score."""
     workdir = tmp_path_factory.mktemp("sweep")
-    return workdir, run_in(workdir, sweep_config(synthetic_file, workdir / "ray_results", checkpoint_every=3, keep_checkpoints=1))
+    train = {"epochs": 3, "batch_size": 8, "checkpoint_every": 3, "model_cfg": dict(TINY["net12"])}
+    return workdir, run_in(workdir, sweep_config(synthetic_file, workdir / "ray_results", keep_checkpoints=1, train=train))
 
 
 @pytest.fixture(scope="session")

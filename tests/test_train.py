@@ -10,7 +10,7 @@ import torch
 from conftest import TINY
 from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint
 from depthtune.metrics import METRIC_NAMES
-from depthtune.train import TrainConfig, data_splits, evaluate, evaluation_loader, train
+from depthtune.train import TrainConfig, checkpoint_due, data_splits, evaluate, evaluation_loader, train
 
 
 def _config(model="net12", **overrides) -> TrainConfig:
@@ -21,11 +21,11 @@ def _config(model="net12", **overrides) -> TrainConfig:
 
 def test_reports_every_epoch_with_all_metrics_and_a_checkpoint(tmp_path, synthetic_arrays):
     reported = []
-    result = train(_config(), tmp_path / "ckpt", arrays=synthetic_arrays, on_epoch=lambda m, d: reported.append((m, d)))
+    result = train(_config(), tmp_path / "ckpt", arrays=synthetic_arrays, on_epoch=lambda m, d, _model: reported.append((m, d)))
     assert [m["epoch"] for m, _ in reported] == [0.0, 1.0]
     expected = {"train_loss", "val_loss", "lr", "epoch_seconds", "images_per_second"} | {f"val_{n}" for n in METRIC_NAMES}
     for metrics, directory in reported:
-        assert (directory / CHECKPOINT_FILE).is_file() or int(metrics["epoch"]) != result.best_epoch
+        assert (directory / CHECKPOINT_FILE).is_file() or int(metrics["epoch"]) != result.best_epoch  # pruned after
         assert expected <= set(metrics)
         assert all(math.isfinite(v) for v in metrics.values())
     assert reported[0][0]["lr"] == 0.01 and reported[1][0]["lr"] == 0.005  # StepLR(step 1, gamma 0.5)
@@ -47,6 +47,37 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, synthetic_arrays):
         assert {k: v for k, v in x.items() if k not in ("epoch_seconds", "images_per_second")} == {
             k: v for k, v in y.items() if k not in ("epoch_seconds", "images_per_second")
         }
+
+
+@pytest.mark.parametrize(
+    ("every", "bests", "expected"),
+    [
+        (1, {0}, set(range(7))),
+        (3, {0, 1}, {0, 1, 2, 5, 6}),
+        (3, set(), {2, 5, 6}),
+        (10, {0, 4}, {0, 4, 6}),
+    ],
+    ids=["every epoch", "bests, every 3rd and the last", "plateau: every 3rd and the last", "every beyond the budget"],
+)
+def test_checkpoints_fall_on_new_bests_the_last_epoch_and_every_nth(every, bests, expected):
+    assert {epoch for epoch in range(7) if checkpoint_due(epoch, 7, every, epoch in bests)} == expected
+
+
+def test_spaced_checkpoints_hold_each_new_best_and_resume_exactly(tmp_path, synthetic_arrays):
+    """With checkpoint_every beyond the budget the loop writes only new bests and the last epoch,
+    hands the callback None for the others, and a run resumed from the first checkpoint retrains the
+    epochs after it into the same weights as the uninterrupted run."""
+    written = []
+    full = train(_config(epochs=4, checkpoint_every=9, keep_checkpoints=4), tmp_path / "full", arrays=synthetic_arrays,
+                 on_epoch=lambda m, d, _model: written.append(d is not None and (d / CHECKPOINT_FILE).is_file()))
+    losses = [m["val_loss"] for m in full.history]
+    new_bests = [i == 0 or loss < min(losses[:i]) for i, loss in enumerate(losses)]
+    assert written == [best or epoch == 3 for epoch, best in enumerate(new_bests)]
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == [f"epoch_{e:03d}" for e in range(4) if written[e]]
+    resumed = train(_config(epochs=4, checkpoint_every=9), tmp_path / "resumed", arrays=synthetic_arrays,
+                    resume_from=tmp_path / "full" / "epoch_000")
+    a, b = load_checkpoint(full.last_checkpoint)["model"], load_checkpoint(resumed.last_checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_net3_trains_on_a_frozen_net12_checkpoint(tmp_path, synthetic_arrays):
