@@ -21,25 +21,29 @@ import psutil
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def _listen_port() -> int:
+def _listen_port(given: set[int]) -> int:
     """A free port between Ray's worker ports (10002-19999) and the kernel's ephemeral range
-    (32768+): a port from the ephemeral range can be taken by an outgoing connection in the seconds
-    before the raylet binds it."""
+    (32768+; a port there can be taken by an outgoing connection in the seconds before the raylet
+    binds it), and not in ``given``: a port handed to a node may not be bound yet. Checked on every
+    address, since Ray's agents listen on the machine's IP, not only on 127.0.0.1."""
     while True:
         port = random.randrange(20000, 32000)
+        if port in given:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
-                sock.bind(("127.0.0.1", port))
+                sock.bind(("", port))
             except OSError:
                 continue
+        given.add(port)
         return port
 
 
-def _node_ports() -> list[str]:
+def _node_ports(given: set[int]) -> list[str]:
     """Ports every node of one machine must not share (Ray's defaults are fixed numbers)."""
     names = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
              "runtime-env-agent-port", "metrics-export-port")
-    return [arg for name in names for arg in (f"--{name}", str(_listen_port()))]
+    return [arg for name in names for arg in (f"--{name}", str(_listen_port(given)))]
 
 
 @dataclass
@@ -95,7 +99,11 @@ class LocalRayCluster:
     env: dict[str, str]
     temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dtray-", dir="/tmp")))
     nodes: list[RayNode] = field(default_factory=list)
-    port: int = field(default_factory=_listen_port)
+    ports_given: set[int] = field(default_factory=set)
+    port: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.port = _listen_port(self.ports_given)
 
     @property
     def address(self) -> str:
@@ -106,7 +114,7 @@ class LocalRayCluster:
         with open(log, "ab") as out:
             process = subprocess.Popen(
                 [RAY, "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
-                 "--object-store-memory", str(200 * 1024**2), "--node-name", name, *_node_ports(), *args],
+                 "--object-store-memory", str(200 * 1024**2), "--node-name", name, *_node_ports(self.ports_given), *args],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
             )
         node = RayNode(name, process, log)
