@@ -31,7 +31,7 @@ from depthtune.tracking.lineage import BaseModel
 from depthtune.tracking.previews import log_grid, prediction_grid
 from depthtune.tracking.runs import DIVERGED_TAG, RUN_ID_KEY, SWEEP_TAG, TIMESTAMP_KEY, TRIAL_TAG, RunLogger, find_run
 from depthtune.tracking.writer import BackgroundWriter
-from depthtune.train import TrainConfig, data_splits, is_better, pick_device, train
+from depthtune.train import TrainConfig, data_splits, pick_device, train
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ REPORT_FLUSH_S = 5.0
 
 
 def _save_trial_state(checkpoint_dir: Path, state: dict[str, Any]) -> None:
-    """Record, inside the checkpoint, the run it belongs to, every epoch's metrics as logged (with
-    their timestamps) and the best epoch so far."""
+    """Record, inside the checkpoint, the run it belongs to and every epoch's metrics as logged (with
+    their timestamps)."""
     (checkpoint_dir / TRIAL_STATE_FILE).write_text(json.dumps(state))
 
 
@@ -175,7 +175,7 @@ def _train_and_track(
     client = MlflowClient(tracking["uri"])
     resume_from, restored = _restored_checkpoint(workdir)
     run, continued = _open_run(client, restored.get(RUN_ID_KEY), tracking, params, config)
-    state = {RUN_ID_KEY: run.run_id, "epochs": restored.get("epochs", []), "best": restored.get("best")}
+    state = {RUN_ID_KEY: run.run_id, "epochs": restored.get("epochs", [])}
     if restored:
         done = int(restored["metrics"]["epoch"]) + 1
         run.set_tags({"depthtune.restored_after_epoch": done})
@@ -223,9 +223,6 @@ def _train_reporting(
         epoch = int(metrics["epoch"])
         record = {"step": epoch, "timestamp_ms": int(time.time() * 1000), "metrics": metrics}
         state["epochs"].append(record)
-        best = state["best"]
-        if best is None or is_better(config.select_metric, metrics[config.select_metric], best["metrics"][config.select_metric]):
-            state["best"] = {"epoch": epoch, "metrics": metrics}
         checkpoint = None
         if checkpoint_dir is not None:
             _save_trial_state(checkpoint_dir, {**state, "metrics": metrics})

@@ -39,7 +39,7 @@ from depthtune.tracking.registry import Registration, log_depth_model, register_
 from depthtune.tracking.runs import DIVERGED_TAG, TIMESTAMP_KEY, RunLogger
 from depthtune.tracking.server import TrackingServer, embedded_store
 from depthtune.train import EPOCH_METRICS, data_splits
-from depthtune.trial import RUN_ID_KEY, read_trial_state, run_trial
+from depthtune.trial import RUN_ID_KEY, run_trial
 
 logger = logging.getLogger(__name__)
 
@@ -197,12 +197,14 @@ def _register_best(
     return registration, test_metrics
 
 
-def best_checkpoint(result: tune.Result, config: SweepConfig) -> tune.Checkpoint | None:
-    """The trial's checkpoint of its best epoch by the sweep's metric: trials checkpoint every new
-    best and Tune keeps the best ones (``CheckpointConfig`` in ``run_sweep``)."""
+def best_checkpoint(result: tune.Result, config: SweepConfig) -> tuple[tune.Checkpoint, dict[str, Any]] | None:
+    """The trial's checkpoint of its best epoch by the sweep's metric, with the metrics reported
+    alongside it: trials checkpoint every new best and Tune keeps the best ones (``CheckpointConfig``
+    in ``run_sweep``)."""
     if not result.best_checkpoints:
         return None
-    return result.get_best_checkpoint(config.metric, config.mode)
+    pick = min if config.mode == "min" else max
+    return pick(result.best_checkpoints, key=lambda kept: kept[1][config.metric])
 
 
 def log_best_weights(client: MlflowClient, results: tune.ResultGrid, config: SweepConfig) -> None:
@@ -210,17 +212,16 @@ def log_best_weights(client: MlflowClient, results: tune.ResultGrid, config: Swe
     and the best epoch as tags."""
     for result in results:
         run_id = (result.metrics or {}).get(RUN_ID_KEY)
-        checkpoint = best_checkpoint(result, config)
-        if checkpoint is None or not run_id:
+        best = best_checkpoint(result, config)
+        if best is None or not run_id:
             continue
+        checkpoint, metrics = best
         with checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as staging:
-            best = read_trial_state(directory).get("best")
             save_model_files(model_from_checkpoint(directory), staging)
             client.log_artifacts(run_id, staging, "best_model")
-        if best:
-            RunLogger(client, run_id).set_tags(
-                {"depthtune.best_epoch": int(best["epoch"]) + 1, f"depthtune.best_{config.metric}": best["metrics"][config.metric]}
-            )
+        RunLogger(client, run_id).set_tags(
+            {"depthtune.best_epoch": int(metrics["epoch"]) + 1, f"depthtune.best_{config.metric}": metrics[config.metric]}
+        )
 
 
 def close_trial_runs(client: MlflowClient, results: tune.ResultGrid, config: SweepConfig) -> None:
@@ -367,7 +368,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         close_trial_runs(client, results, config)
         log_best_weights(client, results, config)
         best = best_finished_result(results, config)
-        winner_checkpoint = best_checkpoint(best, config)
+        winner_checkpoint, _ = best_checkpoint(best, config)
         best_metrics = {k: float(v) for k, v in best.metrics.items() if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
         best_params = {k: best.config[k] for k in config.space}
         best_run_id, best_trial_id = best.metrics[RUN_ID_KEY], best.metrics["trial_id"]
