@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
+# The suite writes nothing under $HOME but caches. MLflow's telemetry keeps an installation id in
+# ~/.config/mlflow/telemetry.json (and tries the network); DO_NOT_TRACK turns it off, is read when
+# mlflow is first imported (below, through depthtune), and survives the tests' environments that
+# drop MLFLOW_* variables for the servers they start.
+os.environ["DO_NOT_TRACK"] = "true"
+
 from depthtune.data import generate_dataset, read_nyu
 from depthtune.sweep_config import SweepConfig
 from depthtune.tune import SweepOutcome, run_sweep
+from local_cluster import write_ray_token
 
 TINY = {
     "net12": {"input_size": (64, 80), "width": 0.125},
@@ -33,6 +40,25 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_ray_token(tmp_path_factory):
+    """Every Ray the suite starts, in this process or in a child (which inherits the environment),
+    uses a token made for this session and removed after it. Ray 2.60's ``ray.init()`` turns token
+    auth on for a new local cluster and, finding no token, writes one to ``~/.ray/auth_token``: the
+    suite must neither write a secret into the home directory nor pass only because one is there.
+    Only the path is set: ``ray`` is imported already, and it reads ``RAY_AUTH_MODE`` at import, so
+    the mode is left to ``ray.init()``, which turns token auth on in this process as well."""
+    previous = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    token = write_ray_token(tmp_path_factory.mktemp("ray-token"))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    yield
+    if previous is None:
+        os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    else:
+        os.environ["RAY_AUTH_TOKEN_PATH"] = previous
+    token.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

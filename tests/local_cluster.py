@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,6 +20,18 @@ from pathlib import Path
 import psutil
 
 RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def write_ray_token(directory: Path) -> Path:
+    """Write a new Ray auth token (256 random bits, as ``ray get-auth-token --generate`` makes)
+    to ``directory/auth_token``, readable by its owner only. Pointed to by ``RAY_AUTH_TOKEN_PATH``,
+    which Ray reads before ``~/.ray/auth_token``: a token left in the home directory is never
+    picked up, and Ray never writes one there."""
+    path = Path(directory) / "auth_token"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(secrets.token_hex(32))
+    return path
 
 
 def _listen_port(given: set[int]) -> int:
@@ -94,9 +107,13 @@ class RayNode:
 
 @dataclass
 class LocalRayCluster:
-    """Head (no CPUs: the driver and services only) plus workers with CPUs and custom resources."""
+    """Head (no CPUs: the driver and services only) plus workers with CPUs and custom resources.
+    With ``own_token`` the cluster runs with token authentication and a token of its own, which
+    ``env`` carries to every node and to drivers started with it; without it, ``env`` alone says
+    how Ray authenticates (as a cluster node's environment and home directory do)."""
 
     env: dict[str, str]
+    own_token: bool = True
     temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dtray-", dir="/tmp")))
     nodes: list[RayNode] = field(default_factory=list)
     ports_given: set[int] = field(default_factory=set)
@@ -104,6 +121,8 @@ class LocalRayCluster:
 
     def __post_init__(self) -> None:
         self.port = _listen_port(self.ports_given)
+        if self.own_token:
+            self.env = {**self.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(write_ray_token(self.temp_dir))}
 
     @property
     def address(self) -> str:
@@ -176,6 +195,9 @@ class LocalRayCluster:
         raise TimeoutError(f"the cluster did not reach {count} nodes in {timeout:.0f} s; logs in {self.temp_dir}")
 
     def stop(self) -> None:
-        """Workers first, then the head; every process this harness started is gone afterwards."""
+        """Workers first, then the head; every process this harness started is gone afterwards, and
+        so is the token (the logs stay in ``temp_dir`` for a failed run's diagnosis)."""
         for node in reversed(self.nodes):
             node.stop()
+        if self.own_token:
+            Path(self.env["RAY_AUTH_TOKEN_PATH"]).unlink(missing_ok=True)

@@ -64,7 +64,6 @@ def cluster(credentials):
     tracking credentials in its environment, as ray_cluster.yaml gives them to real nodes."""
     env = {
         **os.environ, **credentials,
-        "RAY_AUTH_MODE": "token",
         "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
     }
     cluster = LocalRayCluster(env)
