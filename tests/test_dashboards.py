@@ -139,8 +139,12 @@ def _open_in_chromium(html: Path, tmp_path: Path) -> tuple[list[str], int]:
     page = tmp_path / html.name
     text = html.read_text().replace("<head>", "<head>" + ERROR_CATCHER, 1)
     page.write_text(text[: text.rindex("</body>")] + DRAWN_COUNTER + "</body></html>")
-    command = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000", "--dump-dom", page.as_uri()]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    command = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000",
+               f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom", page.as_uri()]
+    # Chromium keeps its profile, crash-report settings and caches under XDG_CONFIG_HOME / XDG_CACHE_HOME
+    # (by default in $HOME): the test's own folder instead, so the suite leaves nothing in the home directory.
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"), "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}
+    out = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     root = out.stdout[: out.stdout.find(">", out.stdout.find("<html")) + 1]
     errors = re.search(r'data-js-errors="([^"]*)"', root)
