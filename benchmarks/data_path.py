@@ -35,6 +35,7 @@ import ray
 import torch
 from nyu_sized import nyu_sized_file
 from proc_cpu import cpu_seconds, descendants, process_tree
+from shipped import paper_settings
 from torch.utils.data import DataLoader
 
 import depthtune.tune
@@ -64,7 +65,7 @@ TRIAL_TITLE = "ray::ImplicitFunc"  # the process title Ray gives a Tune function
 SPACE = {
     "lr": {"type": "loguniform", "low": 0.003, "high": 0.05},
     "momentum": {"type": "uniform", "low": 0.8, "high": 0.95},
-    "step_size": {"type": "int", "low": 3, "high": 6},
+    "step_size": {"type": "int", "low": 1, "high": 20},
     "grad_weight": {"type": "uniform", "low": 0.0, "high": 2.0},
 }
 
@@ -120,7 +121,7 @@ def step_rate(model_name: str, cfg: dict, batch: tuple, steps: int) -> float:
 def throughput(arrays: NYUArrays, workers: list[int], batches: int, steps: int) -> None:
     """Print loader images/s per worker count, the step's images/s and the headroom, per model."""
     torch.set_num_threads(THREADS)
-    splits = data_splits(TrainConfig(), len(arrays))
+    splits = data_splits(TrainConfig(), arrays.scenes)
     print(f"\n(1) Training input pipeline vs training step: paper configuration, train split ({len(splits.train)} "
           f"frames) with augmentation, batch {BATCH}, torch threads {THREADS}, {batches} timed loader batches "
           f"per setting, {steps} timed step(s); load average before: {load_average()}")
@@ -330,7 +331,7 @@ def sweep_config(data: Path, trials: int, cpus: float, epochs: int, workdir: Pat
             "model": "net12", "name": f"data-path-{trials}", "data": str(data), "num_samples": trials,
             "max_concurrent": trials, "cpus_per_trial": cpus, "searcher": "random", "scheduler": "fifo",
             "grace_period": 1, "seed": 0, "storage_path": str(workdir / "ray_results"), "tracking_uri": uri,
-            "search_space": SPACE,
+            "search_space": SPACE, "paper_settings": paper_settings("net12"),
             "train": {"epochs": epochs, "batch_size": BATCH, "model_cfg": model_config("cpu", "net12")},
         },
         profile="cpu",

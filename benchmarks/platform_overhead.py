@@ -47,8 +47,10 @@ from pathlib import Path
 import torch
 from mlflow import MlflowClient
 from proc_cpu import TreeCPUSampler
+from shipped import paper_settings
 
 from depthtune.data import generate_dataset, read_nyu
+from depthtune.paper_settings import PaperSettings
 from depthtune.profiles import model_config
 from depthtune.sweep_config import SweepConfig
 from depthtune.train import TrainConfig, train
@@ -57,11 +59,11 @@ from depthtune.tune import run_sweep
 SPACE = {
     "lr": {"type": "loguniform", "low": 0.003, "high": 0.05},
     "momentum": {"type": "uniform", "low": 0.8, "high": 0.95},
-    "step_size": {"type": "int", "low": 3, "high": 6},
+    "step_size": {"type": "int", "low": 1, "high": 20},
     "grad_weight": {"type": "uniform", "low": 0.0, "high": 2.0},
 }
 
-# Both sides of ``--control`` train with these (the tracked side's come from the seeded searcher).
+# Both sides of ``--control`` train with these (otherwise both train with the paper's settings).
 CONTROL_PARAMS = {"lr": 0.01, "momentum": 0.9, "step_size": 5, "grad_weight": 1.0}
 BARE_RESULT = "bare_result.json"
 
@@ -74,6 +76,7 @@ def tracked(data: Path, workdir: Path, epochs: int, preview_frames: int, threads
         {
             "model": "net12", "data": str(data), "num_samples": 1, "max_concurrent": 1, "cpus_per_trial": threads,
             "grace_period": epochs, "seed": 0, "storage_path": str(workdir / "ray_results"), "search_space": SPACE,
+            "paper_settings": paper_settings("net12"),
             "preview_frames": preview_frames,
             "train": {"epochs": epochs, "batch_size": 16, "model_cfg": model_config("cpu", "net12")},
         },
@@ -87,10 +90,10 @@ def tracked(data: Path, workdir: Path, epochs: int, preview_frames: int, threads
     finally:
         os.chdir(previous)
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    history = sorted(client.get_metric_history(outcome.best_run_id, "val_loss"), key=lambda m: m.step)
-    seconds = sorted(client.get_metric_history(outcome.best_run_id, "epoch_seconds"), key=lambda m: m.step)
+    history = sorted(client.get_metric_history(outcome.winner.run_id, "val_loss"), key=lambda m: m.step)
+    seconds = sorted(client.get_metric_history(outcome.winner.run_id, "epoch_seconds"), key=lambda m: m.step)
     ends = [m.timestamp / 1000 for m in history]
-    return ends, [m.value for m in seconds], ends[0] - started - seconds[0].value, outcome.best_params
+    return ends, [m.value for m in seconds], ends[0] - started - seconds[0].value, outcome.winner.params
 
 
 def bare(data: Path, workdir: Path, epochs: int, params: dict, threads: int) -> tuple[list[float], list[float], float]:
@@ -99,7 +102,7 @@ def bare(data: Path, workdir: Path, epochs: int, params: dict, threads: int) -> 
     torch.set_num_threads(threads)
     config = TrainConfig.from_dict(
         {"model": "net12", "data": str(data), "epochs": epochs, "batch_size": 16, "model_cfg": model_config("cpu", "net12"),
-         "select_metric": "val_loss", **params}
+         "select_metric": "val_abs_rel", **params}
     )
     ends: list[float] = []
     seconds: list[float] = []
@@ -114,10 +117,10 @@ def bare(data: Path, workdir: Path, epochs: int, params: dict, threads: int) -> 
     return ends, seconds, ends[0] - started - seconds[0]
 
 
-def first_proposal(data: Path, preview_frames: int, threads: int) -> dict:
-    """The hyperparameters the seeded searcher proposes first (every tracked run trains with them)."""
-    with tempfile.TemporaryDirectory() as directory:
-        return tracked(data, Path(directory), 1, preview_frames, threads)[3]
+def tracked_params(epochs: int) -> dict:
+    """The hyperparameters the one-trial sweep trains with: its first trial is always the paper's
+    settings (the bare side trains with the same)."""
+    return PaperSettings.from_dict(paper_settings("net12")).params(epochs)
 
 
 def bare_in_own_process(data: Path, workdir: Path, epochs: int, params: dict, threads: int) -> tuple[list[float], list[float], float]:
@@ -195,13 +198,13 @@ def main() -> None:
     if args.bare_child:
         run_bare_child(json.loads(args.bare_child))
         return
-    data = (Path("data") / f"bench_synthetic_{args.scenes}.mat").resolve()
+    data = (Path("data") / f"bench_synthetic_{args.scenes}f_3v.mat").resolve()
     if not data.is_file():
-        print(f"generating {args.scenes} synthetic scenes into {data} (once)")
+        print(f"generating {args.scenes} synthetic frames into {data} (once)")
         data.parent.mkdir(exist_ok=True)
         generate_dataset(data, args.scenes, seed=1, workers=2)
     ratios, loop_ratios, outside_a, outside_b, starts_a, starts_b, variant_ratios = [], [], [], [], [], [], []
-    params = CONTROL_PARAMS if args.control else first_proposal(data, args.preview_frames, args.threads)
+    params = CONTROL_PARAMS if args.control else tracked_params(args.epochs)
     with tempfile.TemporaryDirectory() as a_dir:
         before = bare_in_own_process(data, Path(a_dir), args.epochs, params, args.threads)
     for rep in range(args.reps):

@@ -1,11 +1,13 @@
 """Search efficiency: random search with FIFO (every trial trains all its epochs) against TPE +
-ASHA, both run by depthtune's own sweep (real Ray Tune trials, tracked in MLflow) on the synthetic
-benchmark with a small Net12. For each seed, the best validation loss reached so far is traced
-against the trial-epochs spent (all trials' epochs, in the order they ended), and the figure of
-merit is the share of random search's trial-epochs TPE + ASHA needs to reach random search's final
-best. Both get the same budget: TPE + ASHA's trace is cut where it has spent as many trial-epochs.
+ASHA, both run by depthtune's own sweep (real Ray Tune trials, tracked in MLflow, the first trial
+of each the paper's settings) on the synthetic benchmark with a small Net12. Both select on the
+validation abs rel (``--metric``), which no searched setting changes by itself. For each seed,
+the best validation value reached so far is traced against the trial-epochs spent (all trials'
+epochs, in the order they ended), and the figure of merit is the share of random search's
+trial-epochs TPE + ASHA needs to reach random search's final best. Both get the same budget:
+TPE + ASHA's trace is cut where it has spent as many trial-epochs.
 
-    python benchmarks/search_efficiency.py [--seeds 0 1 2] [--random-trials 12] [--epochs 8] [--startup-trials 4]
+    python benchmarks/search_efficiency.py [--seeds 0 1 2] [--random-trials 12] [--epochs 8] [--startup-trials 4] [--metric val_abs_rel]
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from pathlib import Path
 
 import ray
 from mlflow import MlflowClient
+from shipped import paper_settings
 
 from depthtune.data import generate_dataset
+from depthtune.metrics import higher_is_better
 from depthtune.sweep_config import SweepConfig
 from depthtune.tracking.runs import SWEEP_TAG
 from depthtune.tracking.server import TrackingServer, embedded_store
@@ -45,7 +49,8 @@ THREADS = 2
 
 @dataclass
 class Trace:
-    """Best validation loss so far after each trial-epoch of one sweep (index i: i+1 epochs spent)."""
+    """Best validation value so far after each trial-epoch of one sweep (index i: i+1 epochs spent);
+    values are negated for a metric where higher is better, so lower is always better here."""
 
     method: str
     seed: int
@@ -54,18 +59,19 @@ class Trace:
     best_so_far: list[float]
 
     def epochs_to_reach(self, target: float) -> int | None:
-        """Trial-epochs spent when the best validation loss first reached ``target`` (None: never)."""
+        """Trial-epochs spent when the best validation value first reached ``target`` (None: never)."""
         return next((i + 1 for i, best in enumerate(self.best_so_far) if best <= target), None)
 
     def best_within(self, epochs: int) -> float:
-        """Best validation loss after ``epochs`` trial-epochs (or all it spent, if fewer)."""
+        """Best validation value after ``epochs`` trial-epochs (or all it spent, if fewer)."""
         return self.best_so_far[min(epochs, len(self.best_so_far)) - 1]
 
 
-def sweep_trace(client: MlflowClient, sweep_run_id: str, experiment_id: str, method: str, seed: int) -> Trace:
+def sweep_trace(client: MlflowClient, sweep_run_id: str, experiment_id: str, method: str, seed: int, metric: str) -> Trace:
     """Every epoch each trial of the sweep reported, in the order they ended, as a running minimum."""
     runs = client.search_runs([experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_run_id}'", max_results=10_000)
-    epochs = sorted((m.timestamp, m.value) for run in runs for m in client.get_metric_history(run.info.run_id, "val_loss"))
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    epochs = sorted((m.timestamp, sign * m.value) for run in runs for m in client.get_metric_history(run.info.run_id, metric))
     best, trace = math.inf, []
     for _, value in epochs:
         best = min(best, value)
@@ -80,7 +86,8 @@ def sweep(method: str, seed: int, samples: int, args: argparse.Namespace, data: 
         {
             "model": "net12", "data": str(data), "experiment": f"search-{method}", "name": f"{method}-seed{seed}",
             "num_samples": samples, "max_concurrent": args.concurrent, "cpus_per_trial": THREADS / args.concurrent,
-            "grace_period": 1, "reduction_factor": 2, "startup_trials": args.startup_trials, "seed": seed, "max_failures": 0, "search_space": SPACE, "preview_frames": 0,
+            "grace_period": 1, "reduction_factor": 2, "startup_trials": args.startup_trials, "seed": seed, "max_failures": 0,
+            "search_space": SPACE, "paper_settings": paper_settings("net12"), "metric": args.metric, "preview_frames": 0,
             "storage_path": str(storage), "tracking_uri": tracking_uri, "register_as": f"search-{method}",
             "train": {"epochs": args.epochs, "batch_size": 16, "model_cfg": MODEL_CFG, "seed": 0},
             **METHODS[method],
@@ -89,8 +96,8 @@ def sweep(method: str, seed: int, samples: int, args: argparse.Namespace, data: 
     )
     started = time.monotonic()
     outcome = run_sweep(config)
-    trace = sweep_trace(MlflowClient(tracking_uri), outcome.sweep_run_id, outcome.experiment_id, method, seed)
-    print(f"  {method} seed {seed}: {trace.trials} trials ({trace.failed} failed), {len(trace.best_so_far)} trial-epochs, best val_loss "
+    trace = sweep_trace(MlflowClient(tracking_uri), outcome.sweep_run_id, outcome.experiment_id, method, seed, args.metric)
+    print(f"  {method} seed {seed}: {trace.trials} trials ({trace.failed} failed), {len(trace.best_so_far)} trial-epochs, best {args.metric} "
           f"{trace.best_so_far[-1]:.4f} ({time.monotonic() - started:.0f} s)", flush=True)
     return trace
 
@@ -108,10 +115,10 @@ def compare(random: Trace, guided: Trace) -> dict[str, float | int | None]:
     }
 
 
-def print_curves(traces: list[Trace], budget: int) -> None:
-    """Best validation loss at fractions of the budget, per method and seed."""
+def print_curves(traces: list[Trace], budget: int, metric: str) -> None:
+    """Best validation value at fractions of the budget, per method and seed."""
     fractions = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
-    print("\nbest val_loss after a share of the budget (trial-epochs):")
+    print(f"\nbest {metric} after a share of the budget (trial-epochs; negated where higher is better):")
     print(f"{'method':<12} {'seed':>4} " + " ".join(f"{f:>7.0%}" for f in fractions))
     for trace in traces:
         cells = " ".join(f"{trace.best_within(max(1, round(f * budget))):>7.4f}" for f in fractions)
@@ -123,17 +130,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--random-trials", type=int, default=12, help="random search's trials; its budget is this x --epochs")
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--scenes", type=int, default=96)
+    parser.add_argument("--frames", type=int, default=96, help="synthetic frames (3 views of each room)")
+    parser.add_argument("--metric", default="val_abs_rel",
+                        help="the validation metric both searches select on (val_loss is refused while grad_weight is searched)")
     parser.add_argument("--concurrent", type=int, default=2)
     parser.add_argument("--startup-trials", type=int, default=SweepConfig.startup_trials, help="TPE's seeded random trials before it models results")
     parser.add_argument("--json", type=Path, help="write every trace and comparison here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    data = (Path("data") / f"bench_synthetic_{args.scenes}.mat").resolve()
+    data = (Path("data") / f"bench_synthetic_{args.frames}f_3v.mat").resolve()
     if not data.is_file():
-        print(f"generating {args.scenes} synthetic scenes into {data} (once)")
+        print(f"generating {args.frames} synthetic frames into {data} (once)")
         data.parent.mkdir(exist_ok=True)
-        generate_dataset(data, args.scenes, seed=1, workers=THREADS)
+        generate_dataset(data, args.frames, seed=1, workers=THREADS)
     budget = args.random_trials * args.epochs
     # ASHA (grace 1, factor 2) trains a trial about log2(epochs)/2 + 1 epochs on average: enough
     # trials that TPE + ASHA can spend the whole budget (its trace is cut there).
@@ -154,7 +163,7 @@ def main() -> None:
                 ray.shutdown()
     by_seed = {(t.method, t.seed): t for t in traces}
     rows = [compare(by_seed["random+fifo", s], by_seed["tpe+asha", s]) for s in args.seeds]
-    print_curves(traces, budget)
+    print_curves(traces, budget, args.metric)
     print(f"\nbudget {budget} trial-epochs per sweep ({args.random_trials} random trials x {args.epochs} epochs; "
           f"TPE ({args.startup_trials} random start-up trials) + ASHA sampled up to {guided_samples} trials)")
     for row in rows:

@@ -22,11 +22,20 @@ TRAIN_FLAGS = ("epochs", "batch_size", "lr", "momentum", "step_size", "gamma", "
 
 def _add_data_parser(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
-    synth = data.add_parser("synth", help="generate synthetic scenes in the NYU Depth v2 labelled-file layout")
-    synth.add_argument("--n", type=int, default=300, help="number of scenes (default 300)")
+    synth = data.add_parser("synth", help="generate synthetic rooms in the NYU Depth v2 labelled-file layout")
+    synth.add_argument("--n", type=int, default=300, help="number of frames (default 300)")
+    synth.add_argument("--views-per-room", dest="views_per_room", type=int, default=3,
+                       help="frames of each room, one scene in the file's 'scenes' (default 3; NYU has about 3)")
     synth.add_argument("--out", required=True, help="output .mat path")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, default=1, help="processes rendering in parallel")
+    split = data.add_parser("split", help="the train/val/test split a run of FILE uses: frames and scenes per split")
+    split.add_argument("file", help="nyu_depth_v2_labeled.mat or a file in its layout")
+    split.add_argument("--splits-file", dest="splits_file", help="NYU splits.mat (official test set; validation from its training scenes)")
+    split.add_argument("--val-fraction", dest="val_fraction", type=float, help="share of frames for validation (default: the training config's)")
+    split.add_argument("--test-fraction", dest="test_fraction", type=float, help="share of frames for test without --splits-file")
+    split.add_argument("--seed", dest="split_seed", type=int, help="which scenes are drawn (the training config's split_seed)")
+    split.add_argument("--json", action="store_true", help="print indices and scene names of every split as JSON")
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -179,11 +188,35 @@ def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
+def _data(args: argparse.Namespace) -> None:
+    if args.data_command == "synth":
+        _synth(args)
+    else:
+        _split(args)
+
+
+def _split(args: argparse.Namespace) -> None:
+    import json
+
+    from depthtune.data import read_nyu_scenes
+    from depthtune.train import TrainConfig, data_splits
+
+    scenes = read_nyu_scenes(args.file)
+    config = TrainConfig.from_dict(_overrides(args, ("splits_file", "val_fraction", "test_fraction", "split_seed")), where="command line")
+    described = data_splits(config, scenes).describe(scenes)
+    if args.json:
+        print(json.dumps(described))
+        return
+    print(f"{args.file}: {len(scenes)} frames of {len(set(scenes))} scenes, split {described['source']}")
+    for name in ("train", "val", "test"):
+        print(f"  {name:5s} {described[name]['frames']:6d} frames {described[name]['scenes']:5d} scenes")
+
+
 def _synth(args: argparse.Namespace) -> None:
     from depthtune.data import generate_dataset
 
-    path = generate_dataset(args.out, args.n, seed=args.seed, workers=args.workers)
-    logger.info("wrote %d synthetic scenes to %s", args.n, path)
+    path = generate_dataset(args.out, args.n, views_per_room=args.views_per_room, seed=args.seed, workers=args.workers)
+    logger.info("wrote %d synthetic frames (%d views of each room) to %s", args.n, args.views_per_room, path)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -330,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    handlers = {"data": _synth, "train": _train, "demo": _demo, "tune": run_tune, "predict": _predict, "dashboard": _dashboard, "compare": _compare, "serve": _serve}
+    handlers = {"data": _data, "train": _train, "demo": _demo, "tune": run_tune, "predict": _predict, "dashboard": _dashboard, "compare": _compare, "serve": _serve}
     try:
         handlers[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:

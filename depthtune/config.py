@@ -13,13 +13,18 @@ T = TypeVar("T")
 
 
 def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "config") -> T:
-    """Build dataclass ``cls`` from ``values``; unknown keys are an error naming them."""
+    """Build dataclass ``cls`` from ``values``; unknown and missing keys are errors naming them."""
     if not isinstance(values, dict):
         raise ValueError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
+    fields = dataclasses.fields(cls)
+    known = {f.name for f in fields}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; accepted keys are {sorted(known)}")
+    required = [f.name for f in fields if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in values]
+    if missing:
+        raise ValueError(f"{where}: missing key(s) {missing}")
     return cls(**values)
 
 

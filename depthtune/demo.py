@@ -31,9 +31,9 @@ class DemoConfig:
 
     data: str | None = None
     splits_file: str | None = None
-    synthetic_scenes: int = 300
+    synthetic_frames: int = 300
     synthetic_seed: int = 0
-    synthetic_path: str = "data/synthetic_nyu.mat"
+    synthetic_path: str = "data/synthetic_nyu_300f_3v.mat"
     profile: str = "auto"
     output_dir: str = "runs"
     workers: int = max(1, min(4, os.cpu_count() or 1))
@@ -79,7 +79,7 @@ def run_demo(config: DemoConfig) -> Path:
     data = resolve_data(
         config.data,
         synthetic_path=config.synthetic_path,
-        synthetic_scenes=config.synthetic_scenes,
+        synthetic_frames=config.synthetic_frames,
         synthetic_seed=config.synthetic_seed,
         workers=config.workers,
     )
@@ -91,7 +91,7 @@ def run_demo(config: DemoConfig) -> Path:
         if model == "net3":
             overrides["net12_checkpoint"] = str(run_dir / "net12" / "best")
         stage_configs[model] = _stage_config(config, model, profile, data, overrides)
-    splits = data_splits(stage_configs[config.models[0]], len(arrays))
+    splits = data_splits(stage_configs[config.models[0]], arrays.scenes)
 
     rows = constant_baselines(arrays, splits)
     outcomes: dict[str, RunOutcome] = {}

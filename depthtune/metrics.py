@@ -7,6 +7,7 @@ in (min_depth, max_depth], predictions clamped to the same range.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -27,6 +28,20 @@ METRIC_NAMES: tuple[str, ...] = (
     "si_log",
 )
 LOWER_IS_BETTER: frozenset[str] = frozenset(METRIC_NAMES) - {"delta1", "delta2", "delta3"}
+
+
+def higher_is_better(metric: str) -> bool:
+    """The delta accuracies go up; errors and losses go down. ``metric`` may carry the ``val_``
+    or ``test_`` prefix of an epoch's or a registered version's metrics."""
+    return metric.removeprefix("val_").removeprefix("test_") not in LOWER_IS_BETTER | {"loss"}
+
+
+def relative_gain(metric: str, value: float, reference: float) -> float:
+    """How much better ``value`` is than ``reference``, as a fraction of the reference (positive:
+    better, whichever direction the metric improves in); NaN for a reference of 0 (a delta
+    accuracy of a model that never got a pixel within the threshold), where no fraction exists."""
+    change = (value - reference) if higher_is_better(metric) else (reference - value)
+    return change / abs(reference) if reference else math.nan
 
 EIGEN_CROP = (slice(45, 471), slice(41, 601))
 

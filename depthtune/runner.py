@@ -41,7 +41,7 @@ def evaluate_model(
     """Every depth metric of a model on one split of ``arrays`` (split as ``config`` defines it)."""
     device = pick_device(config.device)
     loader = evaluation_loader(
-        arrays, data_splits(config, len(arrays)), split, config.model, dict(model.config), config.eval_batch_size
+        arrays, data_splits(config, arrays.scenes), split, config.model, dict(model.config), config.eval_batch_size
     )
     return evaluate(model.to(device), loader, device, protocol=protocol, bf16=config.bf16)
 

@@ -22,6 +22,9 @@ class ParamRange:
     low: float
     high: float
 
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high and (self.kind != "int" or value == int(value))
+
     def distribution(self) -> optuna.distributions.BaseDistribution:
         if self.kind == "int":
             return optuna.distributions.IntDistribution(int(self.low), int(self.high))
@@ -39,14 +42,15 @@ _KIND_OF = {"lr": ("loguniform", "uniform"), "momentum": ("uniform",), "step_siz
 
 
 def parse_search_space(values: dict[str, Any], where: str = "search_space") -> dict[str, ParamRange]:
-    """Validate ``{name: {type, low, high}}`` for exactly the four tuned hyperparameters."""
+    """Validate ``{name: {type, low, high}}`` for some of the four tuned hyperparameters (the
+    others are fixed in the training settings)."""
     if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a mapping of {list(TUNED)} to ranges, got {type(values).__name__}")
-    missing, unknown = [n for n in TUNED if n not in values], [n for n in values if n not in TUNED]
-    if missing or unknown:
-        raise ValueError(f"{where}: expected ranges for exactly {list(TUNED)}; missing {missing}, unknown {unknown}")
+        raise ValueError(f"{where}: expected a mapping of some of {list(TUNED)} to ranges, got {type(values).__name__}")
+    unknown = [n for n in values if n not in TUNED]
+    if unknown or not values:
+        raise ValueError(f"{where}: expected ranges for one or more of {list(TUNED)}; got {sorted(values)}")
     space = {}
-    for name in TUNED:
+    for name in (n for n in TUNED if n in values):
         spec = values[name]
         here = f"{where}.{name}"
         if not isinstance(spec, dict) or set(spec) != {"type", "low", "high"}:

@@ -2,7 +2,8 @@
 budget is recorded as PRUNED (with its per-epoch values as intermediate reports), not as a
 finished trial whose low-budget score TPE would rank against fully trained ones; a trial that
 failed for good is recorded as FAIL even when it had reported epochs. Also builds a sweep's
-searcher (TPE, or random as the baseline) and scheduler (ASHA, or FIFO) from its config."""
+searcher (TPE, or random as the brute-force comparison), whose first trial is the paper's
+settings, and scheduler (ASHA, which never stops that trial early, or FIFO) from its config."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 
 from optuna.samplers import RandomSampler, TPESampler
 from optuna.trial import TrialState
+from ray.tune.experiment import Trial
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -41,24 +43,47 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         logger.debug("trial %s ended after %d of %d epochs: told Optuna %s", trial_id, reached, self.max_epochs, state.name)
 
 
+class BaselineKeepingASHA(ASHAScheduler):
+    """ASHA that lets the paper-settings trial train its whole budget, so "the champion beats the
+    paper's settings" compares two fully trained models. Its results still enter every rung, so
+    the cutoffs other trials face are the ones it sets."""
+
+    def __init__(self, *args, config: SweepConfig, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sweep = config
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and result.get(TRAINING_ITERATION, 0) < self.sweep.epochs and self.sweep.is_baseline(trial.config):
+            self._num_stopped -= 1
+            logger.info("ASHA would stop the paper-settings trial %s at epoch %d: it trains on", trial.trial_id, result[TRAINING_ITERATION])
+            return TrialScheduler.CONTINUE
+        return action
+
+
 def search_algorithm(config: SweepConfig) -> BudgetAwareOptunaSearch:
-    """The sweep's searcher: seeded Optuna TPE, or seeded uniform random sampling (the baseline)
-    through the same Optuna plumbing, so both draw from the same distributions."""
+    """The sweep's searcher: seeded Optuna TPE, or seeded uniform random sampling (the brute-force
+    comparison) through the same Optuna plumbing, so both draw from the same distributions. The
+    first trial is the paper's settings (Optuna's enqueued trial), and the searcher learns from its
+    result like any other's."""
     if config.searcher == "tpe":
         sampler = TPESampler(seed=config.seed, n_startup_trials=config.startup_trials)
     else:
         sampler = RandomSampler(seed=config.seed)
     return BudgetAwareOptunaSearch(
-        optuna_space(config.space), metric=config.metric, mode=config.mode, sampler=sampler, max_epochs=config.epochs
+        optuna_space(config.space), metric=config.metric, mode=config.mode, sampler=sampler, max_epochs=config.epochs,
+        points_to_evaluate=[config.baseline_params],
     )
 
 
 def trial_scheduler(config: SweepConfig) -> TrialScheduler:
-    """ASHA on training iterations (epochs), or FIFO: every trial trains its whole budget."""
+    """ASHA on training iterations (epochs) that never stops the paper-settings trial early, or
+    FIFO: every trial trains its whole budget."""
     if config.scheduler == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(
-        time_attr="training_iteration", max_t=config.epochs, grace_period=config.grace_period, reduction_factor=config.reduction_factor
+    return BaselineKeepingASHA(
+        time_attr="training_iteration", max_t=config.epochs, grace_period=config.grace_period,
+        reduction_factor=config.reduction_factor, config=config,
     )
 
 
@@ -79,6 +104,6 @@ def describe_search(config: SweepConfig) -> dict[str, str]:
         "FIFO (no early stopping)"
         if config.scheduler == "fifo"
         else f"ASHA(metric={config.metric}, mode={config.mode}, max_t={config.epochs}, "
-        f"grace_period={config.grace_period}, reduction_factor={config.reduction_factor})"
+        f"grace_period={config.grace_period}, reduction_factor={config.reduction_factor}; never stops the paper-settings trial)"
     )
-    return {"searcher": f"OptunaSearch({searcher}, ASHA-stopped trials told as pruned)", "scheduler": scheduler}
+    return {"searcher": f"OptunaSearch({searcher}, first trial the paper's settings, ASHA-stopped trials told as pruned)", "scheduler": scheduler}

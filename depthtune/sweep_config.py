@@ -9,18 +9,25 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from depthtune.config import from_dict
-from depthtune.metrics import METRIC_NAMES
+from depthtune.metrics import higher_is_better
 from depthtune.models import MODEL_NAMES
+from depthtune.paper_settings import PaperSettings, baseline_problems
 from depthtune.search_space import TUNED, ParamRange, parse_search_space
 from depthtune.train import SELECTABLE_METRICS, TrainConfig
 
 SEARCHERS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo")
+# Metrics that a tuned setting changes by itself, for the same predictions: a sweep may not select on
+# them while it searches that setting (a smaller grad_weight lowers val_loss without better depth).
+WEIGHTED_BY = {"val_loss": ("grad_weight",)}
 
 
 @dataclass
 class SweepConfig:
-    """Everything one sweep needs; ``train`` holds the fixed (untuned) training settings,
+    """Everything one sweep needs; ``train`` holds the fixed training settings (a tuned
+    hyperparameter left out of ``search_space`` is fixed there), ``paper_settings`` the papers'
+    hyperparameters that every sweep runs as its first trial (the baseline), ``metric`` the
+    validation metric that ASHA, the searcher, the winner and the registry's champion gate compare,
     ``net12_model`` the registered Net12 a Net3 sweep refines, ``preview_every`` /
     ``preview_frames`` how often and on how many validation frames trials log prediction grids,
     ``ray_address`` the cluster to run on (None: ``RAY_ADDRESS`` or a local Ray) and
@@ -34,16 +41,17 @@ class SweepConfig:
 
     model: str
     search_space: dict[str, Any]
+    paper_settings: dict[str, Any]
     train: dict[str, Any] = field(default_factory=dict)
     experiment: str | None = None
     name: str | None = None
     data: str | None = None
     splits_file: str | None = None
-    synthetic_scenes: int = 300
-    synthetic_path: str = "data/synthetic_nyu_300.mat"
+    synthetic_frames: int = 300
+    synthetic_path: str = "data/synthetic_nyu_300f_3v.mat"
     synthetic_workers: int = max(1, min(4, os.cpu_count() or 1))
     profile: str = "auto"
-    metric: str = "val_loss"
+    metric: str = "val_abs_rel"
     num_samples: int = 8
     max_concurrent: int = 2
     cpus_per_trial: float = 1.0
@@ -64,7 +72,6 @@ class SweepConfig:
     ray_address: str | None = None
     net12_model: str = "models:/net12@champion"
     register_as: str | None = None
-    champion_metric: str = "abs_rel"
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
@@ -88,7 +95,7 @@ class SweepConfig:
     @property
     def mode(self) -> str:
         """Optimisation direction of ``metric``: accuracies up, losses and errors down."""
-        return "max" if self.metric.startswith("val_delta") else "min"
+        return "max" if higher_is_better(self.metric) else "min"
 
     @property
     def experiment_name(self) -> str:
@@ -107,14 +114,12 @@ class SweepConfig:
         problems = []
         if self.model not in MODEL_NAMES:
             problems.append(f"model={self.model!r}: expected one of {list(MODEL_NAMES)}")
-        if self.champion_metric not in METRIC_NAMES:
-            problems.append(f"champion_metric={self.champion_metric!r}: expected one of {list(METRIC_NAMES)}")
         if self.metric not in SELECTABLE_METRICS:
             problems.append(f"metric={self.metric!r}: expected one of {list(SELECTABLE_METRICS)}")
         for key, choices in (("searcher", SEARCHERS), ("scheduler", SCHEDULERS)):
             if getattr(self, key) not in choices:
                 problems.append(f"{key}={getattr(self, key)!r}: expected one of {list(choices)}")
-        for key in ("num_samples", "max_concurrent", "startup_trials", "grace_period", "keep_checkpoints", "synthetic_scenes", "synthetic_workers", "preview_every"):
+        for key in ("num_samples", "max_concurrent", "startup_trials", "grace_period", "keep_checkpoints", "synthetic_frames", "synthetic_workers", "preview_every"):
             value = getattr(self, key)
             if not (isinstance(value, int) and value >= 1):
                 problems.append(f"{key}={value!r}: expected an integer >= 1")
@@ -139,20 +144,50 @@ class SweepConfig:
                 f"storage_path={self.storage_path!r}: depthtune keeps each sweep's state next to Tune's results through "
                 "file paths; use a filesystem every node mounts (NFS/EFS, e.g. /mnt/efs/depthtune/ray_results)"
             )
-        tuned_in_train = sorted(set(self.train) & set(TUNED))
-        if tuned_in_train:
-            problems.append(f"train: {tuned_in_train} are tuned; set their ranges in search_space instead")
         if problems:
             raise ValueError(f"{where}: " + "; ".join(problems))
-        parse_search_space(self.search_space, where=f"{where}: search_space")
-        lows = {name: r.low for name, r in self.space.items()}
-        self.trial_config(lows, **({"net12_checkpoint": self.net12_model} if self.model == "net3" else {}))
+        space = parse_search_space(self.search_space, where=f"{where}: search_space")
+        searched_twice = sorted(set(self.train) & set(space))
+        if searched_twice:
+            problems.append(f"train: {searched_twice} are searched; set them in search_space or in train, not both")
+        unset = [name for name in TUNED if name not in space and name not in self.train]
+        if unset:
+            problems.append(f"{unset} are neither searched (search_space) nor fixed (train): give each a range or a value")
+        for weight in WEIGHTED_BY.get(self.metric, ()):
+            if weight in space:
+                problems.append(
+                    f"metric={self.metric!r} includes {weight} times a term >= 0, and {weight} is searched: the search would "
+                    f"lower {weight} to lower the metric, not to predict depth better. Select on a depth metric (val_abs_rel, "
+                    f"val_si_log) or fix {weight} in train"
+                )
+        if problems:
+            raise ValueError(f"{where}: " + "; ".join(problems))
+        paper = PaperSettings.from_dict(self.paper_settings, where=f"{where}: paper_settings")
+        self.trial_config(paper.params(self.epochs) | self.train, **({"net12_checkpoint": self.net12_model} if self.model == "net3" else {}))
         if self.grace_period > self.epochs:
             raise ValueError(f"{where}: grace_period={self.grace_period} exceeds train.epochs={self.epochs}")
+        problems = baseline_problems(paper.params(self.epochs), space, self.train)
+        if problems:
+            raise ValueError(f"{where}: " + "; ".join(problems))
 
     @property
     def epochs(self) -> int:
         return int(self.train.get("epochs", next(f.default for f in fields(TrainConfig) if f.name == "epochs")))
+
+    @property
+    def paper(self) -> PaperSettings:
+        return PaperSettings.from_dict(self.paper_settings)
+
+    @property
+    def baseline_params(self) -> dict[str, Any]:
+        """The searched hyperparameters at the paper's values: the sweep's first trial."""
+        paper = self.paper.params(self.epochs)
+        return {name: paper[name] for name in self.space}
+
+    def is_baseline(self, params: dict[str, Any]) -> bool:
+        """Whether a trial's sampled hyperparameters are the paper's (the searcher hands the
+        baseline's values over unchanged)."""
+        return {name: params.get(name) for name in self.space} == self.baseline_params
 
     def trial_config(self, params: dict[str, Any], **extra: Any) -> TrainConfig:
         """The training config of one trial: fixed settings + the sampled hyperparameters."""

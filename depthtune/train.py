@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from depthtune.checkpoints import CheckpointError, load_checkpoint, model_from_c
 from depthtune.config import from_dict
 from depthtune.data import EpochSampler, NYUArrays, NYUDepthV2, Splits, make_splits, read_nyu
 from depthtune.losses import LossFn, loss_for_model
-from depthtune.metrics import EIGEN_PROTOCOL, METRIC_NAMES, EvalProtocol, MetricAccumulator, to_frame
+from depthtune.metrics import EIGEN_PROTOCOL, METRIC_NAMES, EvalProtocol, MetricAccumulator, higher_is_better, to_frame
 from depthtune.models import MODEL_NAMES, build
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = True
     channels_last: bool = True
-    select_metric: str = "val_loss"
+    select_metric: str = "val_abs_rel"
     keep_checkpoints: int = 1
     checkpoint_every: int = 1
 
@@ -143,7 +143,7 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     """Lower is better for losses and errors, higher for the delta accuracies."""
     if best is None or math.isnan(best):
         return not math.isnan(value)
-    return value > best if metric.startswith("val_delta") else value < best
+    return value > best if higher_is_better(metric) else value < best
 
 
 def load_net12(reference: str) -> nn.Module:
@@ -171,10 +171,10 @@ def build_model(config: TrainConfig, net12: nn.Module | None = None) -> nn.Modul
     return build(config.model, **config.model_cfg)
 
 
-def data_splits(config: TrainConfig, n: int) -> Splits:
-    """The train/val/test split a config asks for."""
+def data_splits(config: TrainConfig, scenes: Sequence[str]) -> Splits:
+    """The train/val/test split a config asks for, of frames whose scenes ``scenes`` names."""
     return make_splits(
-        n,
+        scenes,
         splits_file=config.splits_file,
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
@@ -287,7 +287,7 @@ def train(
         if not config.data:
             raise ValueError("training config has no data: set data to the path of an NYU-layout .mat file")
         arrays = read_nyu(config.data)
-    splits = data_splits(config, len(arrays))
+    splits = data_splits(config, arrays.scenes)
     resume_state = load_checkpoint(resume_from) if resume_from else None
     if resume_state is not None and resume_state.get("model_name") != config.model:
         raise CheckpointError(

@@ -24,6 +24,7 @@ from torch import nn
 
 from depthtune.checkpoints import CHECKPOINT_FILE
 from depthtune.data import NYUArrays
+from depthtune.paper_settings import BASELINE_TAG, PAPER
 from depthtune.predictor import DepthPredictor
 from depthtune.searcher import stopping_epochs
 from depthtune.sweep_config import SweepConfig
@@ -119,10 +120,11 @@ def _process_tags(device: str) -> dict[str, str]:
 
 
 def _open_run(
-    client: MlflowClient, run_id: str | None, tracking: dict[str, Any], params: dict[str, Any], config: TrainConfig
+    client: MlflowClient, run_id: str | None, tracking: dict[str, Any], params: dict[str, Any], config: TrainConfig,
+    baseline: bool,
 ) -> tuple[RunLogger, bool]:
-    """Continue the trial's run (known from its checkpoint, or found by its trial id) or start it;
-    says whether it continued one."""
+    """Continue the trial's run (known from its checkpoint, or found by its trial id) or start it,
+    tagged as the paper-settings baseline when it is one; says whether it continued one."""
     context = tune.get_context()
     trial_id = context.get_trial_id()
     run_id = run_id or find_run(client, tracking["experiment_id"], {TRIAL_TAG: trial_id, SWEEP_TAG: tracking["parent_run_id"]})
@@ -137,7 +139,10 @@ def _open_run(
         name=context.get_trial_name(),
         parent_run_id=tracking["parent_run_id"],
         params={**params, **{k: v for k, v in config.as_dict().items() if k not in params}},
-        tags={TRIAL_TAG: trial_id, SWEEP_TAG: tracking["parent_run_id"], **tracking["lineage"], **_process_tags(config.device)},
+        tags={
+            TRIAL_TAG: trial_id, SWEEP_TAG: tracking["parent_run_id"], **tracking["lineage"], **_process_tags(config.device),
+            **({BASELINE_TAG: PAPER} if baseline else {}),
+        },
     )
     client.log_dict(run.run_id, config.as_dict(), "trial_config.json")
     return run, False
@@ -174,7 +179,7 @@ def _train_and_track(
 ) -> None:
     client = MlflowClient(tracking["uri"])
     resume_from, restored = _restored_checkpoint(workdir)
-    run, continued = _open_run(client, restored.get(RUN_ID_KEY), tracking, params, config)
+    run, continued = _open_run(client, restored.get(RUN_ID_KEY), tracking, params, config, sweep.is_baseline(params))
     state = {RUN_ID_KEY: run.run_id, "epochs": restored.get("epochs", [])}
     if restored:
         done = int(restored["metrics"]["epoch"]) + 1
@@ -213,7 +218,7 @@ def _train_reporting(
 ) -> None:
     """Train, and after each epoch: queue its metrics (and every few epochs a prediction grid) for
     MLflow and report them to Tune, with the epoch's checkpoint when ``train`` wrote one."""
-    preview_frames = list(data_splits(config, len(arrays)).val[: sweep.preview_frames])
+    preview_frames = list(data_splits(config, arrays.scenes).val[: sweep.preview_frames])
     may_stop_after = stopping_epochs(sweep)
     queued_before = writer.mark
     predictor: DepthPredictor | None = None

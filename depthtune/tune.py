@@ -1,6 +1,9 @@
 """Sweeps: Ray Tune with Optuna TPE (seeded, ASHA-aware) and ASHA over lr, momentum, StepLR step
-size and gradient-loss weight (random search and FIFO as the baseline). The dataset is read once by the driver and shared through Ray's
-object store; every trial is a nested MLflow run under the sweep's parent run."""
+size and gradient-loss weight (random search and FIFO as the brute-force comparison), the first
+trial always the papers' settings. Trials are compared, stopped and registered on a validation
+metric of a scene-disjoint split; the test split is evaluated for the winner and the paper trial
+only, to report. The dataset is read once by the driver and shared through Ray's object store;
+every trial is a nested MLflow run under the sweep's parent run."""
 
 from __future__ import annotations
 
@@ -21,13 +24,15 @@ import ray
 from mlflow import MlflowClient
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from torch import nn
 
 from depthtune.checkpoints import model_from_checkpoint
 from depthtune.dashboards.sweep import write_sweep_dashboard
 from depthtune.dashboards.sweep_record import load_sweep
 from depthtune.data import NYUArrays, read_nyu
 from depthtune.data.source import file_sha256, resolve_data
-from depthtune.metrics import EIGEN_PROTOCOL
+from depthtune.data.splits import Splits
+from depthtune.metrics import EIGEN_PROTOCOL, relative_gain
 from depthtune.predictor import save_model_files
 from depthtune.profiles import model_config
 from depthtune.runner import evaluate_model
@@ -66,20 +71,44 @@ def _tune_file_loggers_only() -> Iterator[None]:
 
 
 @dataclass
+class EvaluatedTrial:
+    """A trial's best checkpoint, what chose it (its best epoch's validation metrics) and what is
+    reported about it (its metrics on the test split)."""
+
+    trial_id: str
+    run_id: str
+    params: dict[str, Any]
+    best_epoch: int
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    checkpoint: Path
+
+
+@dataclass
+class PaperComparison:
+    """The sweep's winner against its paper-settings trial, on validation and on test: ``gains``
+    maps ``val_<metric>`` / ``test_<metric>`` to the winner's relative improvement (positive:
+    the tuned settings are better). ``paper`` is None, with ``missing`` saying why, when the
+    paper trial has no result (it failed or diverged, or the sweep predates it)."""
+
+    paper: EvaluatedTrial | None
+    gains: dict[str, float]
+    missing: str = ""
+
+
+@dataclass
 class SweepOutcome:
-    """Where a finished sweep's results are and which trial won."""
+    """Where a finished sweep's results are, which trial won, and how it compares with the paper's settings."""
 
     sweep_run_id: str
     experiment_id: str
     tracking_uri: str
     results_path: Path
     trials: int
-    best_trial_id: str
-    best_run_id: str
-    best_params: dict[str, Any]
-    best_metrics: dict[str, float]
-    best_checkpoint: Path
-    test_metrics: dict[str, float]
+    metric: str
+    splits: Splits
+    winner: EvaluatedTrial
+    paper: PaperComparison
     registration: Registration
     dashboard: Path
 
@@ -163,38 +192,77 @@ def _load_state(experiment_dir: Path) -> dict[str, str] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _register_best(
-    config: SweepConfig,
-    client: MlflowClient,
-    uri: str,
-    arrays: NYUArrays,
-    checkpoint_dir: Path,
-    params: dict[str, Any],
-    run_id: str,
-    trial_id: str,
-    sweep_run_id: str,
-    train_extra: dict[str, Any],
-    data_sha256: str,
-    lineage: dict[str, str],
-) -> tuple[Registration, dict[str, float]]:
-    """Evaluate the winner on the test split, log it as a model in its run, register a version."""
+def evaluate_trial(
+    result: tune.Result, config: SweepConfig, client: MlflowClient, arrays: NYUArrays, train_extra: dict[str, Any]
+) -> tuple[EvaluatedTrial, nn.Module]:
+    """Test a trial's best checkpoint (the one its selection metric chose) and log the test
+    metrics into its run; returns the evaluation and the loaded model."""
+    checkpoint, metrics = best_checkpoint(result, config)
+    params = {name: result.config[name] for name in config.space}
+    with checkpoint.as_directory() as directory:
+        model = model_from_checkpoint(directory, expected=config.model)
     trial_config = config.trial_config(params, **train_extra)
-    model = model_from_checkpoint(checkpoint_dir, expected=config.model)
     test_metrics = evaluate_model(model, trial_config, arrays)
-    splits = data_splits(trial_config, len(arrays))
-    protocol = {**EIGEN_PROTOCOL.as_dict(), "split": splits.source, "test_frames": len(splits.test), "data_sha256": data_sha256}
+    run_id = result.metrics[RUN_ID_KEY]
     RunLogger(client, run_id).log_epoch({f"test_{k}": v for k, v in test_metrics.items()}, step=trial_config.epochs)
-    model_uri = log_depth_model(model.cpu(), run_id, uri)
-    registration = register_version(
+    evaluated = EvaluatedTrial(
+        trial_id=result.metrics["trial_id"], run_id=run_id, params=params, best_epoch=int(metrics["epoch"]) + 1,
+        val_metrics={k: float(v) for k, v in metrics.items() if k.startswith("val_")}, test_metrics=test_metrics,
+        checkpoint=Path(checkpoint.path),
+    )
+    return evaluated, model
+
+
+def paper_result(results: tune.ResultGrid, config: SweepConfig) -> tune.Result | None:
+    """The sweep's paper-settings trial, if it has a checkpoint to evaluate."""
+    for result in results:
+        if result.config and config.is_baseline(result.config):
+            return result if result.best_checkpoints else None
+    return None
+
+
+def compare_with_paper(winner: EvaluatedTrial, paper: EvaluatedTrial | None, metric: str, missing: str = "") -> PaperComparison:
+    """The winner's relative gain over the paper-settings trial on the selection metric
+    (validation) and on every test metric."""
+    if paper is None:
+        return PaperComparison(None, {}, missing)
+    gains = {metric: relative_gain(metric, winner.val_metrics[metric], paper.val_metrics[metric])}
+    gains.update({f"test_{k}": relative_gain(k, winner.test_metrics[k], paper.test_metrics[k]) for k in winner.test_metrics})
+    return PaperComparison(paper, gains)
+
+
+def log_paper_comparison(parent: RunLogger, winner: EvaluatedTrial, comparison: PaperComparison, metric: str) -> None:
+    """On the sweep's run: ``winner_*`` and ``baseline_*`` (the paper-settings trial) validation
+    and test metrics, and ``gain_vs_paper_*`` in percent (positive: tuning helped)."""
+    values = {f"winner_{metric}": winner.val_metrics[metric], **{f"winner_test_{k}": v for k, v in winner.test_metrics.items()}}
+    if comparison.paper is not None:
+        values[f"baseline_{metric}"] = comparison.paper.val_metrics[metric]
+        values.update({f"baseline_test_{k}": v for k, v in comparison.paper.test_metrics.items()})
+        values.update({f"gain_vs_paper_{k}": 100.0 * gain for k, gain in comparison.gains.items()})
+    parent.log_epoch(values, step=0)
+    parent.set_tags({"depthtune.baseline_run_id": comparison.paper.run_id if comparison.paper else comparison.missing})
+
+
+def register_winner(
+    config: SweepConfig, client: MlflowClient, uri: str, winner: EvaluatedTrial, model: nn.Module, splits: Splits,
+    sweep_run_id: str, data_sha256: str, lineage: dict[str, str],
+) -> Registration:
+    """Log the winner as a model in its run and register a version; the champion gate compares the
+    selection metric under a protocol that pins the data, the split and the evaluation."""
+    protocol = {
+        **EIGEN_PROTOCOL.as_dict(), "split": splits.source, "val_frames": len(splits.val), "test_frames": len(splits.test),
+        "data_sha256": data_sha256,
+    }
+    model_uri = log_depth_model(model.cpu(), winner.run_id, uri)
+    return register_version(
         client, uri, model_uri, config.registered_name,
-        test_metrics=test_metrics, protocol=protocol, compare_on=config.champion_metric,
+        selection=(config.metric, winner.val_metrics[config.metric]), test_metrics=winner.test_metrics, protocol=protocol,
         tags={
-            "sweep_run_id": sweep_run_id, "run_id": run_id, "trial_id": trial_id, "data_sha256": data_sha256,
-            **{f"param_{k}": str(v) for k, v in params.items()},
+            "sweep_run_id": sweep_run_id, "run_id": winner.run_id, "trial_id": winner.trial_id, "data_sha256": data_sha256,
+            **{f"param_{k}": str(v) for k, v in winner.params.items()},
             **{key.removeprefix("depthtune."): value for key, value in lineage.items()},
         },
     )
-    return registration, test_metrics
 
 
 def best_checkpoint(result: tune.Result, config: SweepConfig) -> tuple[tune.Checkpoint, dict[str, Any]] | None:
@@ -268,11 +336,12 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
     if not resume and state is not None:
         raise FileExistsError(f"a sweep named {name!r} already exists under {storage}; pass --resume or choose another name")
     data = resolve_data(
-        config.data, synthetic_path=config.synthetic_path, synthetic_scenes=config.synthetic_scenes, workers=config.synthetic_workers
+        config.data, synthetic_path=config.synthetic_path, synthetic_frames=config.synthetic_frames, workers=config.synthetic_workers
     )
     if "model_cfg" not in config.train:
         config.train = {**config.train, "model_cfg": model_config(config.profile, config.model)}
     train_extra: dict[str, Any] = {"data": str(data.resolve()), "splits_file": config.splits_file}
+    arrays = read_nyu(data)
     experiment_dir.mkdir(parents=True, exist_ok=True)
     data_sha256 = file_sha256(data)
 
@@ -284,6 +353,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         lineage = base.tags() if base else {}
         if base:
             train_extra["net12_checkpoint"] = base.pinned
+        splits = data_splits(config.trial_config(config.baseline_params, **train_extra), arrays.scenes)
         started_ray = not ray.is_initialized()
         if started_ray:
             ray.init(address=config.ray_address, log_to_driver=True)  # None: RAY_ADDRESS, else a local Ray
@@ -304,7 +374,9 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                     "max_concurrent": config.max_concurrent,
                     "data": str(data.resolve()),
                     "data_sha256": data_sha256,
-                    "split": config.splits_file or f"random(seed={config.train.get('split_seed', 0)})",
+                    "split": splits.source,
+                    "split_frames": f"train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)}",
+                    "paper_settings": json.dumps(config.paper_settings, sort_keys=True),
                     "profile": config.profile,
                     "git_commit": git_commit(),
                     **({"net12_model": base.reference} if base else {}),
@@ -312,6 +384,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                 },
                 tags={"depthtune.kind": "sweep", "depthtune.host": platform.node(), **lineage},
             )
+            client.log_dict(parent.run_id, splits.describe(arrays.scenes), "splits.json")
             state = {"parent_run_id": parent.run_id, **({"base_model": base.pinned} if base else {})}
         else:
             parent = RunLogger.resume(client, state["parent_run_id"])
@@ -320,7 +393,8 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
 
         # The dataset's one copy lives in the object store: trials map it, and the driver reads it back
         # from there for the winner's test metrics instead of holding a second copy for the whole sweep.
-        arrays_ref = ray.put(read_nyu(data))
+        arrays_ref = ray.put(arrays)
+        del arrays
         trainable = tune.with_resources(
             tune.with_parameters(
                 run_trial,
@@ -367,17 +441,18 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
             results = tuner.fit()
         close_trial_runs(client, results, config)
         log_best_weights(client, results, config)
-        best = best_finished_result(results, config)
-        winner_checkpoint, _ = best_checkpoint(best, config)
-        best_metrics = {k: float(v) for k, v in best.metrics.items() if k.startswith(("val_", "train_")) and isinstance(v, (int, float))}
-        best_params = {k: best.config[k] for k in config.space}
-        best_run_id, best_trial_id = best.metrics[RUN_ID_KEY], best.metrics["trial_id"]
-        parent.set_tags({"depthtune.best_run_id": best_run_id, "depthtune.best_trial_id": best_trial_id})
-        with winner_checkpoint.as_directory() as directory:
-            registration, test_metrics = _register_best(
-                config, client, uri, ray.get(arrays_ref), Path(directory), best_params, best_run_id, best_trial_id,
-                parent.run_id, train_extra, data_sha256, lineage,
-            )
+        arrays = ray.get(arrays_ref)
+        winner, model = evaluate_trial(best_finished_result(results, config), config, client, arrays, train_extra)
+        parent.set_tags({"depthtune.best_run_id": winner.run_id, "depthtune.best_trial_id": winner.trial_id})
+        paper = paper_result(results, config)
+        if paper is None:
+            comparison = compare_with_paper(winner, None, config.metric, "the paper-settings trial has no checkpoint (it failed or diverged)")
+        elif paper.metrics[RUN_ID_KEY] == winner.run_id:
+            comparison = compare_with_paper(winner, winner, config.metric)
+        else:
+            comparison = compare_with_paper(winner, evaluate_trial(paper, config, client, arrays, train_extra)[0], config.metric)
+        log_paper_comparison(parent, winner, comparison, config.metric)
+        registration = register_winner(config, client, uri, winner, model, splits, parent.run_id, data_sha256, lineage)
         dashboard = write_sweep_dashboard(load_sweep(client, parent.run_id), experiment_dir / DASHBOARD_FILE)
         client.log_artifact(parent.run_id, str(dashboard))
         outcome = SweepOutcome(
@@ -386,22 +461,51 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
             tracking_uri=uri,
             results_path=experiment_dir,
             trials=len(results),
-            best_trial_id=best_trial_id,
-            best_run_id=best_run_id,
-            best_params=best_params,
-            best_metrics=best_metrics,
-            best_checkpoint=Path(winner_checkpoint.path),
-            test_metrics=test_metrics,
+            metric=config.metric,
+            splits=splits,
+            winner=winner,
+            paper=comparison,
             registration=registration,
             dashboard=dashboard,
         )
     return outcome
 
 
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def _test_text(metrics: dict[str, float]) -> str:
+    return f"abs_rel={metrics['abs_rel']:.4f}, rmse={metrics['rmse']:.4f}, delta1={metrics['delta1']:.4f}"
+
+
+def paper_lines(outcome: SweepOutcome) -> list[str]:
+    """The summary's comparison of the winner with the paper-settings trial."""
+    comparison, metric = outcome.paper, outcome.metric
+    if comparison.paper is None:
+        return [f"paper settings: no result to compare with ({comparison.missing})"]
+    paper = comparison.paper
+    lines = [
+        f"paper settings (trial {paper.trial_id}: {_params_text(paper.params)}): best epoch {paper.best_epoch}: "
+        f"{metric}={paper.val_metrics[metric]:.4f}; test split: {_test_text(paper.test_metrics)}",
+    ]
+    if paper.run_id == outcome.winner.run_id:
+        lines.append("  the paper's settings won this sweep: no sampled setting beat them on validation within this budget")
+    else:
+        lines.append(
+            f"  gain over the paper's settings (positive = tuning helped): validation {metric} "
+            f"{100 * comparison.gains[metric]:+.1f}%, test abs_rel {100 * comparison.gains['test_abs_rel']:+.1f}%, "
+            f"test rmse {100 * comparison.gains['test_rmse']:+.1f}%, test delta1 {100 * comparison.gains['test_delta1']:+.1f}%"
+        )
+    return lines
+
+
 def summary_text(outcome: SweepOutcome, config: SweepConfig) -> str:
-    """What the user sees at the end: the winner, its numbers, and where to look."""
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best_params.items())
-    metrics = ", ".join(f"{k}={outcome.best_metrics[k]:.4f}" for k in ("val_loss", "val_abs_rel", "val_rmse", "val_delta1") if k in outcome.best_metrics)
+    """What the user sees at the end: the winner, the paper-settings trial, which split chose and
+    which is reported, and where to look."""
+    winner, metric = outcome.winner, outcome.metric
+    val = ", ".join(f"{k}={winner.val_metrics[k]:.4f}" for k in dict.fromkeys((metric, "val_abs_rel", "val_rmse", "val_delta1")) if k in winner.val_metrics)
+    splits = outcome.splits
     if config.tracking_uri and config.tracking_uri.startswith(("http://", "https://")):
         ui = f"open {config.tracking_uri} (the tracking server's UI; from a laptop through an SSH tunnel, docs/cluster.md)"
     elif config.tracking_uri:
@@ -411,11 +515,13 @@ def summary_text(outcome: SweepOutcome, config: SweepConfig) -> str:
     return "\n".join(
         [
             f"sweep {config.experiment_name}: {outcome.trials} trials, results in {outcome.results_path}",
-            f"best trial {outcome.best_trial_id} (MLflow run {outcome.best_run_id}): {params}",
-            f"  last epoch: {metrics}",
-            f"  best checkpoint: {outcome.best_checkpoint}",
-            f"  test split: abs_rel={outcome.test_metrics['abs_rel']:.4f}, rmse={outcome.test_metrics['rmse']:.4f}, "
-            f"delta1={outcome.test_metrics['delta1']:.4f}",
+            f"chosen on validation {metric} ({len(splits.val)} frames, split {splits.source}: no scene in two splits); "
+            f"the test split ({len(splits.test)} frames) is reported, never used to choose",
+            f"best trial {winner.trial_id} (MLflow run {winner.run_id}): {_params_text(winner.params)}",
+            f"  best epoch {winner.best_epoch}: {val}",
+            f"  checkpoint: {winner.checkpoint}",
+            f"  test split: {_test_text(winner.test_metrics)}",
+            *paper_lines(outcome),
             f"registered {outcome.registration.name} version {outcome.registration.version} as "
             f"@{outcome.registration.alias} ({outcome.registration.reason}): load it with "
             f"depthtune.load_model(\"{outcome.registration.name}@{outcome.registration.alias}\")",

@@ -31,6 +31,11 @@ SEARCH_SPACE = {
     "step_size": {"type": "int", "low": 2, "high": 8},
     "grad_weight": {"type": "uniform", "low": 0.0, "high": 2.0},
 }
+# The space of the tests' sweeps (whose budgets are 1-3 epochs).
+SWEEP_SPACE = {**SEARCH_SPACE, "step_size": {"type": "int", "low": 1, "high": 3}}
+# The baseline trial of the tests' sweeps: inside SEARCH_SPACE (and its narrower step ranges) at
+# the epoch budgets the tests use.
+PAPER_SETTINGS = {"lr": 0.01, "momentum": 0.9, "step_fraction": 0.34, "grad_weight": 1.0, "source": "tests: a point inside SEARCH_SPACE"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,7 +68,7 @@ def _session_ray_token(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synthetic_file(tmp_path_factory):
-    """20 synthetic scenes written in the NYU labelled-file layout (split 16/2/2)."""
+    """20 synthetic frames of 7 rooms written in the NYU labelled-file layout (split by room 14/3/3)."""
     return generate_dataset(tmp_path_factory.mktemp("data") / "synth20.mat", 20, seed=3)
 
 
@@ -83,7 +88,8 @@ def sweep_config(data, storage, **overrides) -> SweepConfig:
         "reduction_factor": 2,
         "seed": 7,
         "storage_path": str(storage),
-        "search_space": {**SEARCH_SPACE, "step_size": {"type": "int", "low": 1, "high": 3}},
+        "search_space": SWEEP_SPACE,
+        "paper_settings": PAPER_SETTINGS,
         "train": {"epochs": 3, "batch_size": 8, "model_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY["net12"].items()}},
     }
     values.update(overrides)

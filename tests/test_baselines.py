@@ -16,7 +16,7 @@ def test_best_constant_minimises_abs_rel_against_brute_force():
 
 
 def test_constant_baselines_on_synthetic_data(synthetic_arrays):
-    splits = make_splits(len(synthetic_arrays), seed=0)
+    splits = make_splits(synthetic_arrays.scenes, seed=0)
     rows = constant_baselines(synthetic_arrays, splits)
     assert set(rows) == {"train mean depth", "best constant depth"}
     for metrics in rows.values():

@@ -71,7 +71,7 @@ def test_unknown_model_is_rejected_by_the_parser(tmp_path):
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     config = yaml.safe_load((REPO / "experiments" / "configs" / "demo.yaml").read_text())
-    config.update(synthetic_scenes=20, synthetic_path=str(tmp_path / "synth.mat"), output_dir=str(tmp_path / "runs"), profile="cpu")
+    config.update(synthetic_frames=20, synthetic_path=str(tmp_path / "synth.mat"), output_dir=str(tmp_path / "runs"), profile="cpu")
     for model in config["models"]:
         config[model].update(epochs=1)
     path = tmp_path / "demo.yaml"

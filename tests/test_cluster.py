@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import SEARCH_SPACE, TINY
+from conftest import PAPER_SETTINGS, SEARCH_SPACE, TINY
 from depthtune.tracking.server import BasicAuth, TrackingServer
 from local_cluster import LocalRayCluster
 
@@ -81,7 +81,7 @@ def _config_file(directory: Path, data: Path, **overrides) -> Path:
         "model": "net12", "experiment": "cluster", "data": str(data), "num_samples": 4, "max_concurrent": 2,
         "cpus_per_trial": 1, "gpus_per_trial": 0, "resources_per_trial": {"fake_gpu": 1},
         "grace_period": GRACE, "reduction_factor": 2, "max_failures": 3, "seed": 11, "preview_every": 4, "preview_frames": 2,
-        "search_space": SEARCH_SPACE, "train": {"epochs": EPOCHS, "batch_size": 8, "model_cfg": MODEL_CFG},
+        "search_space": SEARCH_SPACE, "paper_settings": PAPER_SETTINGS, "train": {"epochs": EPOCHS, "batch_size": 8, "model_cfg": MODEL_CFG},
         **overrides,
     }
     path = directory / "sweep.yaml"

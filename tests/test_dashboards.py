@@ -23,7 +23,7 @@ from depthtune.dashboards.compare import (
 )
 from depthtune.dashboards.comparison import DEPTH_BINS, ModelEntry, check_same_protocol
 from depthtune.dashboards.published import PUBLISHED, PUBLISHED_MARK
-from depthtune.dashboards.sweep import sweep_figures
+from depthtune.dashboards.sweep import sweep_figures, versus_paper_note
 from depthtune.dashboards.sweep_record import load_sweep
 from depthtune.tune import DASHBOARD_FILE
 
@@ -81,6 +81,11 @@ def test_sweep_dashboard_content(sweep_dashboard):
     stopped = [t for t in record.trials if t.status == "KILLED"]
     assert curves[-1].name == "stopped by ASHA" and len(curves[-1].x) == len(stopped) >= 1
     assert sum(t.name.startswith("winner") for t in curves) == 1
+    (paper,) = [t for t in record.trials if t.paper]
+    (paper_curve,) = [t for t in curves if "paper settings" in t.name]
+    assert paper_curve.line.dash == "dash" and len(paper_curve.x) == record.epochs
+    assert any(paper.trial_id in str(row) and "(paper settings)" in str(row) for row in figures["top_trials"].data[0].cells.values[1])
+    assert f"Paper settings (trial {paper.trial_id}" in versus_paper_note(record) and "Gain of tuning over the paper's settings" in versus_paper_note(record)
     (bars,) = figures["importance"].data
     assert bars.type == "bar" and (set(bars.y) == set(record.space) or len(record.finished()) < 2)
     scatter = figures["scatter"]
@@ -95,13 +100,19 @@ def test_comparison_content(comparison):
     assert labels == ["net12 v1 (@champion)", "net3 v1 (@champion)"]
     figures = comparison_figures(result)
     (table,) = figures["metrics_table"].data
-    assert list(table.cells.values[0]) == [*labels, *PUBLISHED] and table.cells.values[1][-1] == PUBLISHED_MARK
+    assert list(table.cells.values[0]) == [*labels, *PUBLISHED]
+    descriptions = list(table.cells.values[1])
+    assert all(d.startswith(PUBLISHED_MARK) and "ImageNet" in d and "654 official test frames" in d for d in descriptions[len(labels):])
+    assert "full frame without a crop" in descriptions[-1]  # Laina's released evaluation
+    for description in descriptions[: len(labels)]:
+        assert description.startswith("measured here; trained from scratch on synth20.mat") and "input 64x80, width 0.125" in description
+        assert "eigen crop, depth cap 10.0 m" in description
     assert [t.type for t in figures["metrics_bars"].data] == ["bar"] * 2 * (len(labels) + len(PUBLISHED))
     breakdown = figures["breakdown"].data
     assert len(breakdown) == 4 and list(breakdown[0].x) == [label for label, _, _ in DEPTH_BINS]
     assert list(breakdown[1].x) == ["near edges", "elsewhere"]
     rows = len(result.shown)
-    assert rows == min(6, 2)  # the 20-scene file has 2 test frames
+    assert rows == min(6, 3)  # the 20-frame file has 3 test frames (one room of 3 views)
     types = [t.type for t in figures["images"].data]
     assert types.count("image") == rows and types.count("heatmap") == rows * (1 + 2 * len(labels))
     cost = figures["cost"].data[0].cells.values

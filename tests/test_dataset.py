@@ -27,14 +27,16 @@ def test_yields_the_resolution_the_model_needs(synthetic_file, model, cfg, input
 
 
 def test_split_sizes_and_disjointness(synthetic_arrays):
-    sizes = {s: len(NYUDepthV2(synthetic_arrays, s, "net12", False, model_cfg=TINY["net12"])) for s in ("train", "val", "test")}
-    assert sizes == {"train": 16, "val": 2, "test": 2}
+    datasets = {s: NYUDepthV2(synthetic_arrays, s, "net12", False, model_cfg=TINY["net12"]) for s in ("train", "val", "test")}
+    assert {s: len(d) for s, d in datasets.items()} == {"train": 14, "val": 3, "test": 3}  # whole rooms of 3 views
+    rooms = {s: {synthetic_arrays.scenes[i] for i in d.indices} for s, d in datasets.items()}
+    assert not rooms["train"] & rooms["val"] and not rooms["train"] & rooms["test"] and not rooms["val"] & rooms["test"]
 
 
 def test_full_depth_for_metrics(synthetic_arrays):
     dataset = NYUDepthV2(synthetic_arrays, "test", "fcrn", False, model_cfg=TINY["fcrn"], full_depth=True)
     *_, full = dataset[1]
-    frame = int(make_splits(len(synthetic_arrays)).test[1])
+    frame = int(make_splits(synthetic_arrays.scenes).test[1])
     assert torch.equal(full, torch.from_numpy(synthetic_arrays.depths[frame]))
 
 
@@ -72,4 +74,4 @@ def test_split_larger_than_the_data_is_an_error(synthetic_arrays, tmp_path):
     splits_file = tmp_path / "splits.mat"
     savemat(splits_file, {"trainNdxs": [[1], [2], [3], [40]], "testNdxs": [[5], [6]]})
     with pytest.raises(ValueError, match="40"):
-        make_splits(len(synthetic_arrays), splits_file=splits_file)
+        make_splits(synthetic_arrays.scenes, splits_file=splits_file)

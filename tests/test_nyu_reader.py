@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from depthtune.data.nyu import NYUArrays, NYUFormatError, read_nyu
+from depthtune.data.nyu import NYUArrays, NYUFormatError, read_nyu, read_nyu_scenes
 from depthtune.data.nyu_writer import write_nyu_file
 
 H, W = 480, 640
@@ -63,6 +63,31 @@ def test_reads_unrotated_unflipped_across_blocks(patterned_file):
     np.testing.assert_array_equal(arrays.images, images)
     np.testing.assert_array_equal(arrays.depths, depths)
     assert arrays.source == str(path)
+    assert arrays.scenes == ("kitchen_0001", "office_0002", "bedroom_0003")
+    assert read_nyu_scenes(path) == arrays.scenes
+
+
+def test_a_file_without_scenes_gets_one_scene_per_frame_and_a_warning(patterned_file, tmp_path, caplog):
+    path, _, _ = patterned_file
+    copy = tmp_path / "noscenes.mat"
+    copy.write_bytes(path.read_bytes())
+    with h5py.File(copy, "a") as h5:
+        del h5["scenes"]
+    assert read_nyu(copy).scenes == ("frame_00000", "frame_00001", "frame_00002")
+    assert "has no 'scenes' cell array: every frame is taken as its own scene" in caplog.text
+
+
+def test_a_scenes_array_of_the_wrong_length_is_refused(patterned_file, tmp_path):
+    path, _, _ = patterned_file
+    copy = tmp_path / "short.mat"
+    copy.write_bytes(path.read_bytes())
+    with h5py.File(copy, "a") as h5:
+        refs = h5["scenes"][0, :2]
+        del h5["scenes"]
+        cell = h5.create_dataset("scenes", shape=(1, 2), dtype=h5py.ref_dtype)
+        cell[0, :] = refs
+    with pytest.raises(NYUFormatError, match="key 'scenes' is object of shape \\(1, 2\\); expected a cell array of 3 scene names"):
+        read_nyu(copy)
 
 
 def test_file_layout_matches_the_real_labelled_file(patterned_file):

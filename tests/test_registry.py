@@ -3,6 +3,7 @@ fresh process through depthtune.load_model and mlflow.pyfunc with pickle loading
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,11 +34,14 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def registered(server):
-    """Versions 1..4 of net12: better, better, worse, and one under another protocol."""
+    """Versions 1..5 of net12 by validation abs rel: better, better, worse, one under another
+    protocol, and one whose test score is the best of all but whose validation score is worse."""
     client = MlflowClient(server.uri)
     experiment = client.create_experiment("registry-test")
     models, registrations = [], []
-    for i, (abs_rel, protocol) in enumerate([(0.30, PROTOCOL), (0.25, PROTOCOL), (0.40, PROTOCOL), (0.10, {**PROTOCOL, "split": "splits.mat"})]):
+    versions = [(0.30, 0.31, PROTOCOL), (0.25, 0.27, PROTOCOL), (0.40, 0.41, PROTOCOL), (0.10, 0.11, {**PROTOCOL, "split": "splits.mat"}),
+                (0.26, 0.05, PROTOCOL)]
+    for i, (val_abs_rel, test_abs_rel, protocol) in enumerate(versions):
         torch.manual_seed(i)
         model = build("net12", **TINY["net12"]).eval()
         run = RunLogger.start(client, experiment, name=f"trial_{i}")
@@ -46,7 +50,7 @@ def registered(server):
         registrations.append(
             register_version(
                 client, server.uri, model_uri, "net12",
-                test_metrics={"abs_rel": abs_rel, "rmse": 1.0}, protocol=protocol, compare_on="abs_rel",
+                selection=("val_abs_rel", val_abs_rel), test_metrics={"abs_rel": test_abs_rel, "rmse": 1.0}, protocol=protocol,
                 tags={"sweep_run_id": "s", "data_sha256": "d"},
             )
         )
@@ -56,11 +60,16 @@ def registered(server):
 
 def test_champion_moves_only_when_beaten_under_the_same_protocol(registered):
     client, _, registrations = registered
-    assert [(r.version, r.alias) for r in registrations] == [("1", "champion"), ("2", "champion"), ("3", "challenger"), ("4", "challenger")]
+    assert [(r.version, r.alias) for r in registrations] == [
+        ("1", "champion"), ("2", "champion"), ("3", "challenger"), ("4", "challenger"), ("5", "challenger"),
+    ]
     assert "another protocol" in registrations[3].reason
+    # the best test score does not make a champion: selection is on validation, test is reported
+    assert registrations[4].reason == "val_abs_rel 0.2600 vs champion v2 0.2500"
     assert client.get_model_version_by_alias("net12", "champion").version == "2"
     tags = client.get_model_version("net12", "2").tags
-    assert tags["test_abs_rel"] == "0.25" and tags["sweep_run_id"] == "s" and "eval_protocol" in tags
+    assert tags["val_abs_rel"] == "0.25" and tags["test_abs_rel"] == "0.27" and tags["sweep_run_id"] == "s"
+    assert json.loads(tags["eval_protocol"]) == {**PROTOCOL, "selection_metric": "val_abs_rel"}
 
 
 def test_load_by_name_alias_version_and_uri(registered, server):
@@ -100,9 +109,9 @@ def test_fresh_process_loads_without_pickle(registered, server, tmp_path, via):
 def test_unknown_names_and_aliases_list_what_exists(registered, server):
     with pytest.raises(ValueError, match=r"no registered model 'unet'; registered models: \['net12'\]"):
         load_model("unet@champion", tracking_uri=server.uri)
-    with pytest.raises(ValueError, match="no alias 'best'; its aliases: .*'challenger': '4', 'champion': '2'"):
+    with pytest.raises(ValueError, match="no alias 'best'; its aliases: .*'challenger': '5', 'champion': '2'"):
         load_model("net12@best", tracking_uri=server.uri)
-    with pytest.raises(ValueError, match=r"no version 9; versions: \[1, 2, 3, 4\]"):
+    with pytest.raises(ValueError, match=r"no version 9; versions: \[1, 2, 3, 4, 5\]"):
         load_model("net12/9", tracking_uri=server.uri)
 
 

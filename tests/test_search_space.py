@@ -36,12 +36,15 @@ def test_bad_ranges_are_named(name, change, message):
     assert message in str(error.value)
 
 
-def test_missing_and_unknown_parameters():
+def test_unknown_parameters_and_an_empty_space_are_refused_a_subset_is_searched():
     values = copy.deepcopy(GOOD)
     del values["momentum"]
+    assert list(parse_search_space(values)) == ["lr", "step_size", "grad_weight"]
     values["dropout"] = {"type": "uniform", "low": 0, "high": 1}
-    with pytest.raises(ValueError, match=r"missing \['momentum'\], unknown \['dropout'\]"):
+    with pytest.raises(ValueError, match=r"expected ranges for one or more of .*; got \['dropout', 'grad_weight', 'lr', 'step_size'\]"):
         parse_search_space(values)
+    with pytest.raises(ValueError, match="expected ranges for one or more of"):
+        parse_search_space({})
 
 
 def test_range_needs_exactly_type_low_high():

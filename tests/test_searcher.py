@@ -31,7 +31,7 @@ def _run(searcher, trial_id, losses, error=False):
     assert set(config) == {"lr", "momentum", "step_size", "grad_weight"}
     result = None
     for epoch, loss in enumerate(losses, start=1):
-        result = {"val_loss": loss, "training_iteration": epoch}
+        result = {searcher.metric: loss, "training_iteration": epoch}
         searcher.on_trial_result(trial_id, result)
     searcher.on_trial_complete(trial_id, result, error=error)
 
@@ -95,7 +95,53 @@ def test_fifo_runs_every_trial_to_the_end_asha_stops(tmp_path: Path):
 
 @pytest.mark.parametrize("epochs, grace, factor", [(8, 1, 2), (6, 2, 2), (30, 3, 3), (10, 4, 3), (5, 5, 2)])
 def test_stopping_epochs_are_ashas_rungs(tmp_path: Path, epochs: int, grace: int, factor: int):
-    config = sweep_config(tmp_path / "x.mat", tmp_path, grace_period=grace, reduction_factor=factor, train={"epochs": epochs})
+    space = {**SEARCH_SPACE, "step_size": {"type": "int", "low": 1, "high": 30}}
+    config = sweep_config(tmp_path / "x.mat", tmp_path, grace_period=grace, reduction_factor=factor, train={"epochs": epochs}, search_space=space)
     rungs = {milestone for milestone, _ in trial_scheduler(config)._brackets[0]._rungs}
     assert stopping_epochs(config) == rungs | {epochs}
-    assert stopping_epochs(sweep_config(tmp_path / "x.mat", tmp_path, scheduler="fifo", train={"epochs": epochs})) == frozenset()
+    fifo = sweep_config(tmp_path / "x.mat", tmp_path, scheduler="fifo", train={"epochs": epochs}, search_space=space)
+    assert stopping_epochs(fifo) == frozenset()
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random"])
+def test_the_first_trial_is_the_papers_settings_and_the_searcher_learns_from_it(tmp_path, kind):
+    config = sweep_config(tmp_path / "x.mat", tmp_path, searcher=kind, seed=5, train={"epochs": 4})
+    searcher = search_algorithm(config)
+    first = searcher.suggest("paper")
+    assert first == config.baseline_params == {"lr": 0.01, "momentum": 0.9, "step_size": 1, "grad_weight": 1.0}
+    assert config.is_baseline(first) and not config.is_baseline(searcher.suggest("next"))
+    for epoch in range(1, 5):
+        searcher.on_trial_result("paper", {"val_abs_rel": 0.3, "training_iteration": epoch})
+    searcher.on_trial_complete("paper", {"val_abs_rel": 0.3, "training_iteration": 4})
+    (told,) = [t for t in searcher._ot_study.trials if t.state == TrialState.COMPLETE]
+    assert told.params == first and told.value == 0.3
+
+
+def _asha_stops(scheduler, trials: dict[str, dict], scores: dict[str, float], epoch: int) -> dict[str, str]:
+    """Feed one epoch's result of every trial to the scheduler; its decision per trial."""
+    return {
+        name: scheduler.on_trial_result(None, trials[name], {"training_iteration": epoch, "val_abs_rel": scores[name]})
+        for name in scores
+    }
+
+
+def test_asha_never_stops_the_paper_trial_early_but_ranks_the_others_against_it(tmp_path):
+    """Real ASHA bookkeeping: at the first rung the paper trial is the worst, and plain ASHA stops it;
+    the sweep's scheduler lets it go on, and stops a sampled trial that scores as badly."""
+    from types import SimpleNamespace
+
+    config = sweep_config(tmp_path / "x.mat", tmp_path, grace_period=1, reduction_factor=2, train={"epochs": 4})
+    other = {**config.baseline_params, "lr": 0.05}
+    trials = {name: SimpleNamespace(trial_id=name, config=params) for name, params in
+              (("good", {**other, "lr": 0.02}), ("paper", config.baseline_params), ("bad", {**other, "lr": 0.09}))}
+    plain = ASHAScheduler(metric="val_abs_rel", mode="min", max_t=4, grace_period=1, reduction_factor=2)
+    ours = trial_scheduler(config)
+    ours.set_search_properties("val_abs_rel", "min")
+    for scheduler in (plain, ours):
+        for trial in trials.values():
+            scheduler.on_trial_add(None, trial)
+    scores = {"good": 0.2, "paper": 0.5}
+    assert _asha_stops(plain, trials, scores, 1) == {"good": "CONTINUE", "paper": "STOP"}
+    assert _asha_stops(ours, trials, scores, 1) == {"good": "CONTINUE", "paper": "CONTINUE"}
+    assert _asha_stops(ours, trials, {"bad": 0.5}, 1) == {"bad": "STOP"}
+    assert _asha_stops(ours, trials, {"paper": 0.5}, 4) == {"paper": "STOP"}  # its budget is done

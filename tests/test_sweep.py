@@ -8,14 +8,16 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import SEARCH_SPACE, run_in, sweep_config
+from conftest import PAPER_SETTINGS, SEARCH_SPACE, SWEEP_SPACE, run_in, sweep_config
 from depthtune.checkpoints import load_checkpoint
 from depthtune.loading import load_model
+from depthtune.tune import summary_text
 
 pytestmark = pytest.mark.slow
 
@@ -46,32 +48,74 @@ def test_parent_and_one_nested_run_per_trial_with_every_epoch(finished_sweep):
         grids = sorted(p.name for p in (artifacts / "predictions").glob("*.png")) if epochs >= 2 else []
         assert grids == [f"epoch_{e:03d}.png" for e in range(2, epochs + 1)]
     parent = client.get_run(outcome.sweep_run_id)
-    assert {"search_space", "scheduler", "data_sha256", "git_commit", "version.ray"} <= set(parent.data.params)
-    assert parent.data.tags["depthtune.best_run_id"] == outcome.best_run_id
+    assert {"search_space", "scheduler", "data_sha256", "git_commit", "version.ray", "paper_settings"} <= set(parent.data.params)
+    assert parent.data.params["metric"] == "val_abs_rel" and parent.data.params["split"].startswith("random by scene(seed=0")
+    assert parent.data.tags["depthtune.best_run_id"] == outcome.winner.run_id
+
+
+def test_the_sweep_logs_its_scene_disjoint_split(finished_sweep, synthetic_arrays, tmp_path):
+    workdir, outcome = finished_sweep
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    logged = json.loads(Path(client.download_artifacts(outcome.sweep_run_id, "splits.json", str(tmp_path))).read_text())
+    assert logged == outcome.splits.describe(synthetic_arrays.scenes)
+    scenes = {name: set(logged[name]["scene_names"]) for name in ("train", "val", "test")}
+    assert not scenes["train"] & scenes["val"] and not scenes["train"] & scenes["test"] and not scenes["val"] & scenes["test"]
+    assert sum(logged[name]["frames"] for name in scenes) == len(synthetic_arrays)
+
+
+def test_the_paper_settings_trial_trains_its_whole_budget_and_is_compared(finished_sweep):
+    """Trial 0 runs the paper's settings, tagged; ASHA never stops it; the sweep's run records the
+    winner against it on validation and test, and the summary states the gain."""
+    workdir, outcome = finished_sweep
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    children = client.search_runs([outcome.experiment_id], f"tags.depthtune.sweep_run_id = '{outcome.sweep_run_id}'")
+    (paper,) = [r for r in children if r.data.tags.get("depthtune.baseline") == "paper"]
+    assert {k: float(paper.data.params[k]) for k in SWEEP_SPACE} == {"lr": 0.01, "momentum": 0.9, "step_size": 1, "grad_weight": 1.0}
+    assert paper.info.status == "FINISHED" and len(client.get_metric_history(paper.info.run_id, "val_abs_rel")) == 3
+    assert min(r.info.start_time for r in children) == paper.info.start_time
+    comparison = outcome.paper
+    assert comparison.paper is not None and comparison.paper.run_id == paper.info.run_id
+    assert "test_abs_rel" in paper.data.metrics
+    metrics = client.get_run(outcome.sweep_run_id).data.metrics
+    best_paper = min(m.value for m in client.get_metric_history(paper.info.run_id, "val_abs_rel"))
+    assert metrics["baseline_val_abs_rel"] == pytest.approx(best_paper)
+    assert metrics["winner_val_abs_rel"] <= best_paper
+    assert metrics["gain_vs_paper_val_abs_rel"] == pytest.approx(100 * (best_paper - metrics["winner_val_abs_rel"]) / best_paper)
+    assert metrics["gain_vs_paper_test_abs_rel"] == pytest.approx(
+        100 * (metrics["baseline_test_abs_rel"] - metrics["winner_test_abs_rel"]) / metrics["baseline_test_abs_rel"]
+    )
+    text = summary_text(outcome, sweep_config(workdir / "synth20.mat", workdir))
+    assert "chosen on validation val_abs_rel" in text and "never used to choose" in text
+    assert f"paper settings (trial {comparison.paper.trial_id}" in text
+    assert ("gain over the paper's settings" in text) != (comparison.paper.run_id == outcome.winner.run_id)
 
 
 def test_best_trial_is_the_best_finished_one(finished_sweep):
     workdir, outcome = finished_sweep
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    best = client.get_run(outcome.best_run_id)
+    best = client.get_run(outcome.winner.run_id)
     assert best.info.status == "FINISHED"
-    assert (outcome.best_checkpoint / "checkpoint.pt").is_file()
-    assert set(outcome.best_params) == set(SEARCH_SPACE)
+    assert (outcome.winner.checkpoint / "checkpoint.pt").is_file()
+    assert set(outcome.winner.params) == set(SEARCH_SPACE)
+    finished = [r for r in client.search_runs([outcome.experiment_id], f"tags.depthtune.sweep_run_id = '{outcome.sweep_run_id}'")
+                if r.info.status == "FINISHED"]
+    best_of = {r.info.run_id: min(m.value for m in client.get_metric_history(r.info.run_id, "val_abs_rel")) for r in finished}
+    assert outcome.winner.val_metrics["val_abs_rel"] == pytest.approx(min(best_of.values()))
 
 
 def test_the_registered_and_logged_weights_are_each_trials_best_epoch(finished_sweep):
     """Trials checkpoint only new bests and their last epoch and Tune keeps one by score (plus the
     newest): the winner's checkpoint, its registered model and every run's ``best_model/`` are the
-    epoch with the lowest val_loss, not the last one."""
+    epoch with the lowest val_abs_rel (the sweep's metric), not the last one."""
     workdir, outcome = finished_sweep
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    best_epoch = min(client.get_metric_history(outcome.best_run_id, "val_loss"), key=lambda m: m.value).step
-    assert load_checkpoint(outcome.best_checkpoint)["epoch"] == best_epoch
+    best_epoch = min(client.get_metric_history(outcome.winner.run_id, "val_abs_rel"), key=lambda m: m.value).step
+    assert load_checkpoint(outcome.winner.checkpoint)["epoch"] == best_epoch == outcome.winner.best_epoch - 1
     registered = load_model("net12@champion", tracking_uri=f"sqlite:///{workdir}/mlflow.db").module
-    for name, tensor in load_checkpoint(outcome.best_checkpoint)["model"].items():
+    for name, tensor in load_checkpoint(outcome.winner.checkpoint)["model"].items():
         assert torch.equal(registered.state_dict()[name], tensor), name
     for run in client.search_runs([outcome.experiment_id], f"tags.depthtune.sweep_run_id = '{outcome.sweep_run_id}'"):
-        history = client.get_metric_history(run.info.run_id, "val_loss")
+        history = client.get_metric_history(run.info.run_id, "val_abs_rel")
         assert int(run.data.tags["depthtune.best_epoch"]) == min(history, key=lambda m: m.value).step + 1
 
 
@@ -86,10 +130,14 @@ def test_winner_is_registered_and_loadable(finished_sweep):
     assert (outcome.registration.name, outcome.registration.version, outcome.registration.alias) == ("net12", "1", "champion")
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     version = client.get_model_version("net12", "1")
-    assert version.run_id == outcome.best_run_id
+    assert version.run_id == outcome.winner.run_id
     assert version.tags["sweep_run_id"] == outcome.sweep_run_id and float(version.tags["test_abs_rel"]) > 0
+    assert float(version.tags["val_abs_rel"]) == pytest.approx(outcome.winner.val_metrics["val_abs_rel"], rel=1e-5)
+    protocol = json.loads(version.tags["eval_protocol"])
+    assert protocol["selection_metric"] == "val_abs_rel" and protocol["split"] == outcome.splits.source
+    assert protocol["val_frames"] == len(outcome.splits.val) and "data_sha256" in protocol
     assert "data_sha256" in version.tags and "param_lr" in version.tags
-    assert "test_abs_rel" in client.get_run(outcome.best_run_id).data.metrics
+    assert "test_abs_rel" in client.get_run(outcome.winner.run_id).data.metrics
 
 
 def test_fresh_process_in_the_sweep_folder_loads_the_winner_by_name(finished_sweep):
@@ -116,13 +164,16 @@ def test_fresh_process_in_the_sweep_folder_loads_the_winner_by_name(finished_swe
 def test_worse_second_sweep_leaves_the_champion_alone(finished_sweep, synthetic_file):
     workdir, first = finished_sweep
     # Barely trained from a 0.1 m starting guess: certainly worse than the first sweep's winner. Its
-    # trial loads in a worker process (as the GPU profiles do), forked with the object store's arrays.
-    hopeless = {**SEARCH_SPACE, "lr": {"type": "loguniform", "low": 1e-7, "high": 2e-7}}
+    # one trial (the baseline, here set to the same hopeless rate) loads in a worker process (as the
+    # GPU profiles do), forked with the object store's arrays.
+    hopeless = {**SWEEP_SPACE, "lr": {"type": "loguniform", "low": 1e-7, "high": 2e-7}}
     train = {"epochs": 1, "batch_size": 8, "num_workers": 1, "model_cfg": {"input_size": [64, 80], "width": 0.125, "init_depth": 0.1}}
     second = run_in(
-        workdir, sweep_config(synthetic_file, workdir / "ray_results", name="hopeless", num_samples=1, search_space=hopeless, train=train)
+        workdir, sweep_config(synthetic_file, workdir / "ray_results", name="hopeless", num_samples=1, search_space=hopeless, train=train,
+                              paper_settings={**PAPER_SETTINGS, "lr": 1.5e-7})
     )
-    assert second.test_metrics["abs_rel"] > first.test_metrics["abs_rel"]
+    assert second.winner.val_metrics["val_abs_rel"] > first.winner.val_metrics["val_abs_rel"]
+    assert "val_abs_rel" in second.registration.reason
     assert (second.registration.version, second.registration.alias) == ("2", "challenger")
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     assert str(client.get_model_version_by_alias("net12", "champion").version) == "1"
@@ -170,7 +221,7 @@ def test_a_diverging_trial_ends_at_once_as_failed_and_the_sweep_goes_on(tmp_path
     epoch is not retried (max_failures 2): it ends with the epochs it reported, its run FAILED and
     tagged with the reason, and the trials that train normally still produce the winner. (Tiny Net12
     on this data: lr 0.3 diverges in epoch 2, lr 0.6 and above in epoch 1.)"""
-    wild = {**SEARCH_SPACE, "lr": {"type": "loguniform", "low": 1e-3, "high": 0.32}}
+    wild = {**SWEEP_SPACE, "lr": {"type": "loguniform", "low": 1e-3, "high": 0.32}}
     train = {"epochs": 2, "batch_size": 8, "model_cfg": {"input_size": [64, 80], "width": 0.125}}
     config = sweep_config(
         synthetic_file, tmp_path / "ray_results", name="wild", num_samples=4, max_failures=2, grace_period=2,
@@ -186,5 +237,5 @@ def test_a_diverging_trial_ends_at_once_as_failed_and_the_sweep_goes_on(tmp_path
         assert "epoch 2" in run.data.tags["depthtune.diverged"] and "diverged" in run.data.tags["depthtune.diverged"]
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0]
     assert {r.info.status for r in children if r not in diverged} == {"FINISHED"}
-    assert outcome.best_run_id not in {r.info.run_id for r in diverged}
+    assert outcome.winner.run_id not in {r.info.run_id for r in diverged}
     assert not list(outcome.results_path.rglob("error.txt")), "a diverged trial was handled as an error (and retried)"

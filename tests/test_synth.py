@@ -55,25 +55,30 @@ def test_scenes_depend_only_on_the_generator():
 
 def test_generate_round_trips_through_read_nyu(tmp_path):
     calls: list[tuple[int, int]] = []
-    out = generate_dataset(tmp_path / "synth.mat", 2, seed=3,
+    out = generate_dataset(tmp_path / "synth.mat", 3, views_per_room=2, seed=3,
                            progress=lambda done, total: calls.append((done, total)))
     assert out == tmp_path / "synth.mat"
-    assert calls == [(1, 2), (2, 2)]
+    assert calls == [(1, 3), (2, 3), (3, 3)]
     assert out.read_bytes()[:6] == b"MATLAB"
     arrays = read_nyu(out)
-    assert len(arrays) == 2
-    for i in range(2):
-        image, depth = render_scene(np.random.default_rng([3, i]))
-        np.testing.assert_array_equal(arrays.images[i], image)
-        np.testing.assert_array_equal(arrays.depths[i], depth)
+    assert len(arrays) == 3
+    assert arrays.scenes == ("synth_s3_room00000", "synth_s3_room00000", "synth_s3_room00001")
     contents = _contents(out)
     assert contents["names"] == list(CLASS_NAMES)
-    assert contents["scenes"] == ["synth_s3_00000", "synth_s3_00001"]
+    assert contents["scenes"] == list(arrays.scenes)
     labels, raw = contents["labels"], contents["rawDepths"]
-    assert labels.shape == (2, 640, 480) and labels.dtype == np.uint16
+    assert labels.shape == (3, 640, 480) and labels.dtype == np.uint16
     assert 1 <= labels.min() and labels.max() <= len(CLASS_NAMES)
     assert (raw == 0).mean() > (contents["depths"] == 0).mean()
     assert [p.name for p in tmp_path.iterdir()] == ["synth.mat"]
+
+
+def test_views_of_a_room_are_different_frames_of_the_same_room(tmp_path):
+    arrays = read_nyu(generate_dataset(tmp_path / "rooms.mat", 4, views_per_room=2, seed=5))
+    longer = read_nyu(generate_dataset(tmp_path / "longer.mat", 6, views_per_room=2, seed=5))
+    np.testing.assert_array_equal(arrays.images, longer.images[:4])  # a frame depends on (seed, index, views) only
+    assert not np.array_equal(arrays.images[0], arrays.images[1])
+    assert arrays.scenes[0] == arrays.scenes[1] != arrays.scenes[2] == arrays.scenes[3]
 
 
 def test_workers_give_identical_files(tmp_path):
@@ -95,7 +100,7 @@ def test_crash_leaves_no_file(tmp_path):
 
 
 def test_generate_rejects_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="n=0; expected at least 1 scene"):
+    with pytest.raises(ValueError, match="n=0; expected at least 1 frame"):
         generate_dataset(tmp_path / "x.mat", 0)
     with pytest.raises(ValueError, match="workers=0; expected at least 1"):
         generate_dataset(tmp_path / "x.mat", 1, workers=0)

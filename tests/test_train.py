@@ -70,7 +70,7 @@ def test_spaced_checkpoints_hold_each_new_best_and_resume_exactly(tmp_path, synt
     written = []
     full = train(_config(epochs=4, checkpoint_every=9, keep_checkpoints=4), tmp_path / "full", arrays=synthetic_arrays,
                  on_epoch=lambda m, d, _model: written.append(d is not None and (d / CHECKPOINT_FILE).is_file()))
-    losses = [m["val_loss"] for m in full.history]
+    losses = [m["val_abs_rel"] for m in full.history]  # the default select_metric
     new_bests = [i == 0 or loss < min(losses[:i]) for i, loss in enumerate(losses)]
     assert written == [best or epoch == 3 for epoch, best in enumerate(new_bests)]
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == [f"epoch_{e:03d}" for e in range(4) if written[e]]
@@ -167,7 +167,7 @@ class _Diverged(torch.nn.Module):
 def test_non_finite_predictions_are_called_divergence(synthetic_arrays, log_depth):
     """Also a finite log-depth whose depth overflows (once reported as 'no valid ground truth')."""
     config = _config()
-    splits = data_splits(config, len(synthetic_arrays))
+    splits = data_splits(config, synthetic_arrays.scenes)
     loader = evaluation_loader(synthetic_arrays, splits, "val", "net12", dict(TINY["net12"]), batch_size=4)
     with pytest.raises(FloatingPointError, match="not finite: it diverged"):
         evaluate(_Diverged(log_depth), loader, torch.device("cpu"))

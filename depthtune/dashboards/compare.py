@@ -29,6 +29,7 @@ from depthtune.dashboards.comparison import (
 )
 from depthtune.dashboards.page import write_page
 from depthtune.dashboards.published import PUBLISHED, PUBLISHED_MARK
+from depthtune.models import geometry
 from depthtune.tracking.runs import RunLogger
 
 logger = logging.getLogger(__name__)
@@ -56,20 +57,32 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
+def measured_description(entry: ModelEntry, protocol: dict) -> str:
+    """What a measured row is: its data, split, model size and input, and the evaluation."""
+    config, module = entry.train_config, entry.predictor.module
+    size = "x".join(str(v) for v in geometry(module.name, **module.config).input_size)
+    return (
+        f"measured here; trained from scratch on {Path(config.data or '?').name} ({protocol.get('split', '?')}), "
+        f"input {size}, width {module.config.get('width', 1.0)}, {config.epochs} epochs; evaluated on "
+        f"{protocol.get('test_frames', '?')} test frames, {protocol.get('crop', '?')} crop, depth cap {protocol.get('max_depth', '?')} m, "
+        "per-image means"
+    )
+
+
 def metrics_table(comparison: Comparison) -> go.Figure:
-    """Measured models, then the published rows, clearly marked."""
-    rows = [(e.label, "measured here", r.metrics) for e, r in zip(comparison.entries, comparison.results)]
-    rows += [(name, PUBLISHED_MARK, values) for name, values in PUBLISHED.items()]
+    """Measured models, then the published rows, each saying what it was trained on and how it was evaluated."""
+    rows = [(e.label, measured_description(e, comparison.protocol), r.metrics) for e, r in zip(comparison.entries, comparison.results)]
+    rows += [(name, published.description, published.metrics) for name, published in PUBLISHED.items()]
     columns = [[r[0] for r in rows], [r[1] for r in rows], *[[_fmt(r[2].get(m)) for r in rows] for m in TABLE_METRICS]]
     colors = [["white"] * len(comparison.entries) + ["#eeeeee"] * len(PUBLISHED)]
     figure = go.Figure(
         go.Table(
-            columnwidth=[230, 190, *([70] * len(TABLE_METRICS))],
-            header=dict(values=["model", "source", *TABLE_METRICS], fill_color="#dde5f0"),
-            cells=dict(values=columns, fill_color=colors, height=26),
+            columnwidth=[200, 420, *([60] * len(TABLE_METRICS))],
+            header=dict(values=["model", "training data and evaluation", *TABLE_METRICS], fill_color="#dde5f0"),
+            cells=dict(values=columns, fill_color=colors, height=26, align=["left", "left", *(["center"] * len(TABLE_METRICS))]),
         )
     )
-    figure.update_layout(height=80 + 30 * len(rows), margin=dict(t=10, b=10))
+    figure.update_layout(height=120 + 70 * len(rows), margin=dict(t=10, b=10))
     return figure
 
 
@@ -77,7 +90,7 @@ def metrics_bars(comparison: Comparison) -> go.Figure:
     """Grouped bars: errors (lower is better) and delta accuracies (higher is better)."""
     figure = make_subplots(rows=1, cols=2, subplot_titles=("errors (lower is better)", "delta accuracies (higher is better)"))
     series = [(e.label, r.metrics, 1.0, "") for e, r in zip(comparison.entries, comparison.results)]
-    series += [(f"{name} ({PUBLISHED_MARK})", values, 0.45, "/") for name, values in PUBLISHED.items()]
+    series += [(f"{name} ({PUBLISHED_MARK})", published.metrics, 0.45, "/") for name, published in PUBLISHED.items()]
     for index, (name, values, opacity, pattern) in enumerate(series):
         for column, keys in ((1, ERRORS), (2, ACCURACIES)):
             figure.add_trace(
@@ -203,8 +216,9 @@ def write_comparison_dashboard(comparison: Comparison, path: str | Path) -> Path
     protocol = ", ".join(f"{k}={v}" for k, v in sorted(comparison.protocol.items()))
     notes = [
         f"Models: {', '.join(e.label for e in comparison.entries)}. All evaluated here, on the same test frames under one protocol: {protocol}.",
-        f"Rows marked '{PUBLISHED_MARK}' are the papers' NYU Depth v2 numbers, for reference only: "
-        "they were not measured here and, on synthetic data, are not comparable.",
+        f"Rows marked '{PUBLISHED_MARK}' are the papers' NYU Depth v2 numbers, for reference only: they were not "
+        "measured here, come from ImageNet-initialised networks trained on thousands to hundreds of thousands of "
+        "real frames, and (Laina's) under another protocol; a measured row says what it was trained on.",
     ]
     bins = ", ".join(label for label, _, _ in DEPTH_BINS)
     sections = [

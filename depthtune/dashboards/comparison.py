@@ -110,7 +110,7 @@ def test_data(entry: ModelEntry, protocol: dict, data: str | None = None) -> tup
     if protocol.get("data_sha256") and file_sha256(path) != protocol["data_sha256"]:
         raise ValueError(f"data file {path} is not the file the models were evaluated on (sha256 differs from the protocol's)")
     arrays = read_nyu(path)
-    splits = data_splits(entry.train_config, len(arrays))
+    splits = data_splits(entry.train_config, arrays.scenes)
     if len(splits.test) != protocol.get("test_frames", len(splits.test)):
         raise ValueError(f"the split gives {len(splits.test)} test frames; the protocol recorded {protocol['test_frames']}")
     return arrays, list(splits.test)

@@ -1,6 +1,7 @@
-"""The sweep dashboard: how lr, momentum, step size and gradient-loss weight drove the validation
-metric, how every trial learned and where ASHA stopped it, which hyperparameters mattered, and
-the top trials with their MLflow run ids."""
+"""The sweep dashboard: the winner against the paper's settings, how lr, momentum, step size and
+gradient-loss weight drove the validation metric, how every trial learned and where ASHA stopped
+it (the paper-settings trial drawn dashed), which hyperparameters mattered, and the top trials
+with their MLflow run ids."""
 
 from __future__ import annotations
 
@@ -67,8 +68,10 @@ def learning_curves(record: SweepRecord) -> go.Figure:
         figure.add_trace(
             go.Scatter(
                 x=[e for e, _ in trial.curve], y=[v for _, v in trial.curve], mode="lines+markers",
-                name=f"{'winner ' if winner else ''}{trial.trial_id} ({trial.status.lower()})",
-                line=dict(width=5 if winner else 1.5), opacity=1.0 if winner else 0.75,
+                name=f"{'winner ' if winner else ''}{'paper settings ' if trial.paper else ''}{trial.trial_id} ({trial.status.lower()})",
+                line=dict(width=5 if winner else 3 if trial.paper else 1.5, dash="dash" if trial.paper else None,
+                          color="black" if trial.paper and not winner else None),
+                opacity=1.0 if winner or trial.paper else 0.75,
             )
         )
     stopped = [t for t in record.trials if record.stopped_early(t) and t.curve]
@@ -120,7 +123,10 @@ def hyperparameter_scatter(record: SweepRecord) -> go.Figure:
             go.Scatter(
                 x=[t.params.get(name) for t in ranked], y=[t.best(record.mode) for t in ranked], mode="markers", name=name,
                 text=[f"{t.trial_id} ({t.status.lower()}, {t.epochs} epochs)" for t in ranked],
-                marker=dict(size=10, color=["#e45756" if t.run_id == record.winner_run_id else "#4c78a8" for t in ranked]),
+                marker=dict(
+                    size=[16 if t.paper else 10 for t in ranked], symbol=["star" if t.paper else "circle" for t in ranked],
+                    color=["#e45756" if t.run_id == record.winner_run_id else "black" if t.paper else "#4c78a8" for t in ranked],
+                ),
                 showlegend=False,
             ),
             row=1, col=column,
@@ -138,7 +144,7 @@ def top_trials_table(record: SweepRecord, count: int = TOP_TRIALS) -> go.Figure:
     header = ["rank", "trial", "status", "epochs", f"best {record.metric}", *record.space, "MLflow run id"]
     columns = [
         list(range(1, len(top) + 1)),
-        [f"{t.trial_id}{' (winner)' if t.run_id == record.winner_run_id else ''}" for t in top],
+        [f"{t.trial_id}{' (winner)' if t.run_id == record.winner_run_id else ''}{' (paper settings)' if t.paper else ''}" for t in top],
         [t.status for t in top],
         [t.epochs for t in top],
         [f"{t.best(record.mode):.4f}" for t in top],
@@ -149,6 +155,22 @@ def top_trials_table(record: SweepRecord, count: int = TOP_TRIALS) -> go.Figure:
     figure = go.Figure(go.Table(columnwidth=widths, header=dict(values=header, fill_color="#dde5f0"), cells=dict(values=columns)))
     figure.update_layout(height=90 + 28 * len(top), margin=dict(t=10, b=10))
     return figure
+
+
+def versus_paper_note(record: SweepRecord) -> str:
+    """The winner against the paper-settings trial, as the sweep's run recorded it."""
+    values, metric = record.versus_paper, record.metric
+    paper = next((t for t in record.trials if t.paper), None)
+    if f"gain_vs_paper_{metric}" not in values:
+        return ("Paper settings: " + (f"trial {paper.trial_id} ({paper.status.lower()}) has no comparison recorded." if paper
+                                       else "this sweep has no paper-settings trial."))
+    return (
+        f"Paper settings (trial {paper.trial_id if paper else '?'}, dashed/star): {metric} {values[f'baseline_{metric}']:.4f}, "
+        f"test abs_rel {values['baseline_test_abs_rel']:.4f}. Winner: {metric} {values[f'winner_{metric}']:.4f}, test abs_rel "
+        f"{values['winner_test_abs_rel']:.4f}. Gain of tuning over the paper's settings: validation "
+        f"{values[f'gain_vs_paper_{metric}']:+.1f}%, test abs_rel {values['gain_vs_paper_test_abs_rel']:+.1f}% "
+        "(positive: the tuned settings are better; the winner was chosen on validation, test is reported only)."
+    )
 
 
 def _figures_and_importance_note(record: SweepRecord) -> tuple[dict[str, go.Figure], str]:
@@ -176,6 +198,7 @@ def write_sweep_dashboard(record: SweepRecord, path: str | Path) -> Path:
         f"Sweep run {record.sweep_run_id} ({record.model}): {len(record.trials)} trials, {len(record.finished())} trained all "
         f"{record.epochs} epochs, {stopped} stopped early by ASHA. Metric: {record.metric} ({record.mode}).",
         f"Winner: run {record.winner_run_id or 'not chosen yet'}.",
+        versus_paper_note(record),
     ]
     sections = [
         ("Hyperparameters -> validation metric", "One line per trial; colour is the trial's best validation metric.",

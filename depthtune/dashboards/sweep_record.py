@@ -1,5 +1,6 @@
-"""A finished (or running) sweep as MLflow recorded it: the parent run's settings and, per trial,
-its hyperparameters, status and per-epoch validation metric. Everything the sweep dashboard
+"""A finished (or running) sweep as MLflow recorded it: the parent run's settings, its comparison
+of the winner with the paper-settings trial, and, per trial, its hyperparameters, status, whether
+it is that baseline, and per-epoch validation metric. Everything the sweep dashboard
 shows comes from here, so it can be rebuilt later from the tracking server alone."""
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from dataclasses import dataclass
 
 from mlflow import MlflowClient
 
+from depthtune.paper_settings import BASELINE_TAG, PAPER
 from depthtune.search_space import ParamRange, parse_search_space
 from depthtune.tracking.runs import SWEEP_TAG, TRIAL_TAG
 
 
 @dataclass
 class TrialRecord:
-    """One trial: its run, hyperparameters, status and learning curve (1-based epoch, value)."""
+    """One trial: its run, hyperparameters, status, learning curve (1-based epoch, value), and
+whether it ran the paper's settings."""
 
     trial_id: str
     run_id: str
@@ -23,6 +26,7 @@ class TrialRecord:
     status: str
     params: dict[str, float]
     curve: list[tuple[int, float]]
+    paper: bool = False
 
     def best(self, mode: str) -> float | None:
         values = [value for _, value in self.curve]
@@ -35,7 +39,8 @@ class TrialRecord:
 
 @dataclass
 class SweepRecord:
-    """The sweep's settings and its trials."""
+    """The sweep's settings, its trials, and what its run records of the winner against the
+    paper's settings (``winner_*``, ``baseline_*``, ``gain_vs_paper_*`` metrics, gains in percent)."""
 
     sweep_run_id: str
     name: str
@@ -46,6 +51,7 @@ class SweepRecord:
     space: dict[str, ParamRange]
     trials: list[TrialRecord]
     winner_run_id: str | None
+    versus_paper: dict[str, float]
 
     def stopped_early(self, trial: TrialRecord) -> bool:
         """Stopped by ASHA: ended KILLED before its epoch budget."""
@@ -85,6 +91,7 @@ def load_sweep(client: MlflowClient, sweep_run_id: str) -> SweepRecord:
                 status=run.info.status,
                 params={k: _number(run.data.params[k], space[k].kind) for k in space if k in run.data.params},
                 curve=sorted((m.step + 1, m.value) for m in history),
+                paper=run.data.tags.get(BASELINE_TAG) == PAPER,
             )
         )
     return SweepRecord(
@@ -97,4 +104,5 @@ def load_sweep(client: MlflowClient, sweep_run_id: str) -> SweepRecord:
         space=space,
         trials=trials,
         winner_run_id=parent.data.tags.get("depthtune.best_run_id"),
+        versus_paper={k: v for k, v in parent.data.metrics.items() if k.startswith(("winner_", "baseline_", "gain_vs_paper_"))},
     )

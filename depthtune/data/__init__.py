@@ -1,7 +1,7 @@
 """NYU Depth v2 data: the labelled-file reader, splits, the synthetic twin and the Dataset."""
 
 from depthtune.data.dataset import EpochSampler, NYUDepthV2
-from depthtune.data.nyu import NYUArrays, NYUFormatError, read_nyu
+from depthtune.data.nyu import NYUArrays, NYUFormatError, read_nyu, read_nyu_scenes
 from depthtune.data.splits import Splits, make_splits
 from depthtune.data.synth import generate_dataset
 
@@ -14,4 +14,5 @@ __all__ = [
     "generate_dataset",
     "make_splits",
     "read_nyu",
+    "read_nyu_scenes",
 ]

@@ -39,7 +39,7 @@ class NYUDepthV2(Dataset):
         full_depth: bool = False,
     ) -> None:
         self.arrays = data if isinstance(data, NYUArrays) else read_nyu(data)
-        self.splits = splits if splits is not None else make_splits(len(self.arrays), seed=seed)
+        self.splits = splits if splits is not None else make_splits(self.arrays.scenes, seed=seed)
         self.split = split
         self.indices = self.splits.get(split)
         if len(self.indices) and int(self.indices.max()) >= len(self.arrays):

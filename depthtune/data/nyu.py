@@ -2,9 +2,9 @@
 
 The file is MATLAB v7.3, i.e. HDF5 behind a 512-byte MATLAB header. MATLAB stores arrays
 column-major, so h5py sees ``images`` as (N, 3, 640, 480) uint8 and ``depths`` as
-(N, 640, 480) float metres. Only those two datasets are read; ``rawDepths``, ``labels``,
-``instances``, the reference cell arrays (``names``, ``scenes``, ...), ``#refs#`` and
-``#subsystem#`` are left untouched.
+(N, 640, 480) float metres. Those two datasets are read, and the ``scenes`` cell array (each
+frame's scene name, e.g. ``kitchen_0004``, what splits keep on one side); ``rawDepths``,
+``labels``, ``instances``, ``names``, ``#subsystem#`` and the rest are left untouched.
 
 How it reads: the output arrays are allocated once in their final (N, 480, 640, ...) layout,
 then each dataset is read in blocks of ``block_size`` frames into one reusable buffer and the
@@ -37,11 +37,13 @@ class NYUFormatError(ValueError):
 
 @dataclass(frozen=True)
 class NYUArrays:
-    """Images and depths of a labelled file, in row-major (N, 480, 640, ...) layout."""
+    """Images and depths of a labelled file, in row-major (N, 480, 640, ...) layout, and the
+    scene each frame was taken in."""
 
     images: np.ndarray
     depths: np.ndarray
     source: str
+    scenes: tuple[str, ...]
 
     def __len__(self) -> int:
         """Number of RGB-D frames."""
@@ -53,14 +55,8 @@ def read_nyu(path: str | os.PathLike, *, block_size: int = 32) -> NYUArrays:
     path = Path(path)
     if block_size < 1:
         raise ValueError(f"read_nyu: block_size={block_size}; expected a positive number of frames")
-    _check_is_hdf5(path)
     start = time.perf_counter()
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as exc:
-        raise NYUFormatError(f"{path}: HDF5 file could not be opened ({exc}); expected a readable "
-                             "MATLAB v7.3 labelled file") from exc
-    with h5:
+    with _open(path) as h5:
         images_ds = _dataset(h5, path, "images")
         depths_ds = _dataset(h5, path, "depths")
         _check_layout(path, images_ds, depths_ds)
@@ -69,10 +65,47 @@ def read_nyu(path: str | os.PathLike, *, block_size: int = 32) -> NYUArrays:
         depths = np.empty((n, *FRAME_HW), dtype=np.float32)
         _read_blocks(path, images_ds, images, (0, 3, 2, 1), block_size)
         _read_blocks(path, depths_ds, depths, (0, 2, 1), block_size)
+        scenes = read_scenes(h5, path, n)
     elapsed = time.perf_counter() - start
-    log.info("read %d NYU frames from %s in %.1f s (images %s uint8, depths %s float32)",
-             n, path, elapsed, images.shape, depths.shape)
-    return NYUArrays(images=images, depths=depths, source=str(path))
+    log.info("read %d NYU frames of %d scenes from %s in %.1f s (images %s uint8, depths %s float32)",
+             n, len(set(scenes)), path, elapsed, images.shape, depths.shape)
+    return NYUArrays(images=images, depths=depths, source=str(path), scenes=scenes)
+
+
+def read_nyu_scenes(path: str | os.PathLike) -> tuple[str, ...]:
+    """Only the scene name of every frame of a labelled file (no images or depths are read)."""
+    path = Path(path)
+    with _open(path) as h5:
+        images_ds = _dataset(h5, path, "images")
+        _check_layout(path, images_ds, _dataset(h5, path, "depths"))
+        return read_scenes(h5, path, images_ds.shape[0])
+
+
+def _open(path: Path) -> h5py.File:
+    """The labelled file opened for reading, or an error saying why it cannot be."""
+    _check_is_hdf5(path)
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise NYUFormatError(f"{path}: HDF5 file could not be opened ({exc}); expected a readable "
+                             "MATLAB v7.3 labelled file") from exc
+
+
+def read_scenes(h5: h5py.File, path: Path, n: int) -> tuple[str, ...]:
+    """The ``scenes`` cell array: one MATLAB char array per frame, referenced from ``#refs#``. A file
+    without it gets one scene per frame, with a warning: its splits cannot keep rooms apart."""
+    if "scenes" not in h5:
+        log.warning("%s has no 'scenes' cell array: every frame is taken as its own scene, so validation "
+                    "and test frames may come from rooms the model trained on", path)
+        return tuple(f"frame_{i:05d}" for i in range(n))
+    cell = h5["scenes"]
+    if not isinstance(cell, h5py.Dataset) or cell.dtype != h5py.ref_dtype or cell.size != n:
+        raise NYUFormatError(f"{path}: key 'scenes' is {getattr(cell, 'dtype', type(cell).__name__)} of shape "
+                             f"{getattr(cell, 'shape', None)}; expected a cell array of {n} scene names, one per frame")
+    try:
+        return tuple("".join(map(chr, np.asarray(h5[ref]).ravel())) for ref in cell[()].ravel())
+    except (OSError, ValueError, TypeError) as exc:
+        raise NYUFormatError(f"{path}: key 'scenes' could not be read as scene names ({exc})") from exc
 
 
 def _check_is_hdf5(path: Path) -> None:

@@ -14,7 +14,7 @@ from depthtune.data.synth import generate_dataset
 logger = logging.getLogger(__name__)
 
 
-def resolve_data(data: str | None, *, synthetic_path: str, synthetic_scenes: int, synthetic_seed: int = 0, workers: int = 1) -> Path:
+def resolve_data(data: str | None, *, synthetic_path: str, synthetic_frames: int, synthetic_seed: int = 0, workers: int = 1) -> Path:
     """``data`` if given (it must exist), else ``synthetic_path``, generating it when missing."""
     if data:
         path = Path(data)
@@ -26,14 +26,14 @@ def resolve_data(data: str | None, *, synthetic_path: str, synthetic_scenes: int
         logger.info("no data given: using the synthetic dataset already at %s", path)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("no data given: generating %d synthetic scenes into %s", synthetic_scenes, path)
+    logger.info("no data given: generating %d synthetic frames (3 views of each room) into %s", synthetic_frames, path)
     started = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
         if done == total or done % max(1, total // 10) == 0:
-            logger.info("  synthetic scenes %d/%d", done, total)
+            logger.info("  synthetic frames %d/%d", done, total)
 
-    generate_dataset(path, synthetic_scenes, seed=synthetic_seed, workers=workers, progress=progress)
+    generate_dataset(path, synthetic_frames, seed=synthetic_seed, workers=workers, progress=progress)
     logger.info("generated %s in %.0f s", path, time.perf_counter() - started)
     return path
 

@@ -3,10 +3,11 @@
 Every consumer loads data through :func:`depthtune.data.nyu.read_nyu`, so demos and tests run
 the same reader as the real 2.8 GB file. A scene is a box room (floor, walls, ceiling) with
 cabinets, tables, beds, boxes, pictures, balls and columns, seen by a pinhole camera with
-NYU-like intrinsics. Depth is z-depth in metres, as NYU stores it; the image carries the cues a
+NYU-like intrinsics from several poses, as NYU's labelled frames are a few views of each room
+(1449 frames of 464 scenes); the frames of a room share its scene name, which splits keep on one side. Depth is z-depth in metres, as NYU stores it; the image carries the cues a
 CNN uses for depth: perspective, occlusion, Lambertian shading from a ceiling light and a light
 at the camera (falling off with distance), and world-space textures of fixed physical size.
-Scene ``i`` depends only on ``(seed, i)``, so any number of workers writes identical files.
+Frame ``i`` depends only on ``(seed, i, views_per_room)``, so any number of workers writes identical files.
 Workers are spawned processes: a script that calls ``generate_dataset(workers=2)`` needs the
 usual ``if __name__ == "__main__":`` guard. The file is written to a temporary name beside the
 target and renamed when complete, so an interrupted run never leaves a partial file there.
@@ -295,7 +296,8 @@ class _Room:
 # ---------------------------------------------------------------------------- the scene
 
 def _clear_of_camera(obj: _Box | _Cylinder | _Sphere, cam: np.ndarray, room: _Room) -> bool:
-    """True when the object's footprint keeps a margin from the camera and inside the room."""
+    """True when the object's footprint keeps a margin from the camera, lies in front of it, and
+    stays inside the room."""
     if isinstance(obj, _Box):
         lc = _rot_y(-obj.yaw) @ np.array([cam[0] - obj.centre[0], 0.0, cam[2] - obj.centre[1]])
         gap = np.hypot(max(abs(lc[0]) - obj.half[0], 0), max(abs(lc[2]) - obj.half[2], 0))
@@ -310,11 +312,12 @@ def _clear_of_camera(obj: _Box | _Cylinder | _Sphere, cam: np.ndarray, room: _Ro
     return bool(gap > 0.7 and z > cam[2] + 0.9 and inside)
 
 
-def _objects(rng: np.random.Generator, room: _Room, cam: np.ndarray) -> list:
-    """Furniture and props: wall-side cabinets/beds/pictures, free tables, boxes, balls, columns."""
+def _objects(rng: np.random.Generator, room: _Room, cams: list[np.ndarray]) -> list:
+    """Furniture and props clear of every camera position: wall-side cabinets/beds/pictures, free
+    tables, boxes, balls, columns."""
     objs: list = []
     hw = room.width / 2
-    z_range = (cam[2] + 1.2, room.back - 0.3)
+    z_range = (max(cam[2] for cam in cams) + 1.2, room.back - 0.3)
     kinds = rng.choice(["cabinet", "table", "bed", "box", "picture", "ball", "column"],
                        size=int(rng.integers(3, 11)),
                        p=[0.22, 0.2, 0.08, 0.18, 0.14, 0.1, 0.08])
@@ -322,7 +325,7 @@ def _objects(rng: np.random.Generator, room: _Room, cam: np.ndarray) -> list:
     for kind in kinds:
         for _ in range(12):
             obj = _make_object(rng, str(kind), room, hw, z_range, tables)
-            if obj is not None and _clear_of_camera(obj, cam, room):
+            if obj is not None and all(_clear_of_camera(obj, cam, room) for cam in cams):
                 objs.append(obj)
                 if kind == "table":
                     tables.append(obj)
@@ -452,15 +455,34 @@ def _raw_depth(rng: np.random.Generator, depth: np.ndarray) -> np.ndarray:
     return np.where(holes, 0.0, noisy).astype(np.float32)
 
 
-def _render(rng: np.random.Generator) -> Rendered:
-    """Ray-cast one random room: image, depth, raw depth, labels and instances."""
-    h, w = FRAME_SHAPE
+@dataclass
+class _Scene:
+    """One room as every view of it sees it: geometry, materials, furniture, the ceiling light,
+    and the camera positions its views are taken from."""
+
+    room: _Room
+    cams: list[np.ndarray]
+    objs: list
+    ceiling_light: tuple[np.ndarray, float]
+
+
+def _scene(rng: np.random.Generator, views: int) -> _Scene:
+    """A random room with ``views`` camera positions (standing in the front half, at eye height)."""
     room = _room(rng)
-    cam = np.array([rng.uniform(-0.3, 0.3) * room.width, rng.uniform(1.0, 1.7), 0.0])
+    cams = [np.array([rng.uniform(-0.3, 0.3) * room.width, rng.uniform(1.0, 1.7), rng.uniform(0.0, 0.6)]) for _ in range(views)]
+    light = (np.array([rng.uniform(-0.4, 0.4) * room.width, room.height - 0.15, rng.uniform(1.0, max(room.back - 0.5, 1.5))]),
+             rng.uniform(0.5, 1.1))
+    return _Scene(room, cams, _objects(rng, room, cams), light)
+
+
+def _render(scene: _Scene, view: int, rng: np.random.Generator) -> Rendered:
+    """Ray-cast view ``view`` of ``scene`` (its camera position, an orientation, exposure and
+    sensor noise from ``rng``): image, depth, raw depth, labels and instances."""
+    h, w = FRAME_SHAPE
+    room, cam, objs = scene.room, scene.cams[view], scene.objs
     rot = (_rot_y(rng.uniform(-0.3, 0.3)) @ _rot_x(rng.uniform(-0.05, 0.3))
            @ _rot_z(rng.normal(0, 0.03)) @ np.diag([1.0, -1.0, 1.0]))
     d = (rot @ _camera_rays()).astype(np.float32)
-    objs = _objects(rng, room, cam)
 
     t, ids = _room_hits(room, cam, d)
     for k, obj in enumerate(objs):
@@ -485,7 +507,7 @@ def _render(rng: np.random.Generator) -> Rendered:
         normal[:, sel] = n
         albedo[sel] = a
 
-    image = _shade(rng, room, cam, p, normal, albedo).reshape(h, w, 3)
+    image = _shade(rng, scene, cam, p, normal, albedo).reshape(h, w, 3)
     depth = t.reshape(h, w)
     invalid = (depth > MAX_DEPTH) | _blobs(rng, rng.uniform(0.005, 0.02))
     depth = np.where(invalid, 0.0, np.maximum(depth, MIN_DEPTH)).astype(np.float32)
@@ -493,12 +515,12 @@ def _render(rng: np.random.Generator) -> Rendered:
                     labels=cls[ids].reshape(h, w), instances=inst[ids].reshape(h, w))
 
 
-def _shade(rng: np.random.Generator, room: _Room, cam: np.ndarray, p: np.ndarray,
+def _shade(rng: np.random.Generator, scene: _Scene, cam: np.ndarray, p: np.ndarray,
            normal: np.ndarray, albedo: np.ndarray) -> np.ndarray:
-    """Lambertian light near the ceiling and at the camera with distance falloff, then sensor."""
+    """Lambertian light from the room's ceiling light and a light at the camera with distance
+    falloff, then the sensor."""
     lights = [
-        (np.array([rng.uniform(-0.4, 0.4) * room.width, room.height - 0.15,
-                   rng.uniform(1.0, max(room.back - 0.5, 1.5))]), rng.uniform(0.5, 1.1), 2.5),
+        (*scene.ceiling_light, 2.5),
         (cam + np.array([0.1, 0.08, 0.0]), rng.uniform(0.6, 1.1), 1.8),
     ]
     shade = np.full(p.shape[1], rng.uniform(0.06, 0.2), np.float32)
@@ -516,31 +538,41 @@ def _shade(rng: np.random.Generator, room: _Room, cam: np.ndarray, p: np.ndarray
 
 
 def render_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Render one random indoor scene: image (480, 640, 3) uint8 and z-depth (480, 640) metres."""
-    scene = _render(rng)
-    return scene.image, scene.depth
+    """Render one view of one random indoor scene: image (480, 640, 3) uint8 and z-depth (480, 640) metres."""
+    frame = _render(_scene(rng, 1), 0, rng)
+    return frame.image, frame.depth
 
 
-def _render_index(seed: int, i: int) -> Rendered:
-    """Scene ``i`` of a dataset with ``seed``; depends on nothing else."""
-    return _render(np.random.default_rng([seed, i]))
+def scene_name(seed: int, i: int, views_per_room: int) -> str:
+    """The scene (room) of frame ``i``: frames ``r * views_per_room`` onwards are views of room ``r``."""
+    return f"synth_s{seed}_room{i // views_per_room:05d}"
 
 
-def _scenes(seed: int, n: int, workers: int, stack: ExitStack) -> Iterator[Rendered]:
-    """Rendered scenes 0..n-1 in order, from this process or a spawn pool of ``workers``."""
-    job = partial(_render_index, seed)
+def _render_index(seed: int, views_per_room: int, i: int) -> Rendered:
+    """Frame ``i`` of a dataset with ``seed``: view ``i % views_per_room`` of room
+    ``i // views_per_room``; depends on nothing else (the room is rebuilt from its own seed)."""
+    room, view = divmod(i, views_per_room)
+    return _render(_scene(np.random.default_rng([seed, room]), views_per_room), view, np.random.default_rng([seed, room, view]))
+
+
+def _frames(seed: int, n: int, views_per_room: int, workers: int, stack: ExitStack) -> Iterator[Rendered]:
+    """Rendered frames 0..n-1 in order, from this process or a spawn pool of ``workers``."""
+    job = partial(_render_index, seed, views_per_room)
     if workers == 1:
         return map(job, range(n))
     pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(min(workers, n)))
     return pool.imap(job, range(n))
 
 
-def generate_dataset(out: str | os.PathLike, n: int, *, seed: int = 0, workers: int = 1,
+def generate_dataset(out: str | os.PathLike, n: int, *, views_per_room: int = 3, seed: int = 0, workers: int = 1,
                      progress: Callable[[int, int], None] | None = None) -> Path:
-    """Render ``n`` scenes into a labelled-file twin at ``out`` (atomic: temp file, then rename)."""
+    """Render ``n`` frames, ``views_per_room`` views of each room (the last room may have fewer),
+    into a labelled-file twin at ``out`` (atomic: temp file, then rename)."""
     out = Path(out)
     if n < 1:
-        raise ValueError(f"generate_dataset: n={n}; expected at least 1 scene")
+        raise ValueError(f"generate_dataset: n={n}; expected at least 1 frame")
+    if views_per_room < 1:
+        raise ValueError(f"generate_dataset: views_per_room={views_per_room}; expected at least 1")
     if workers < 1:
         raise ValueError(f"generate_dataset: workers={workers}; expected at least 1")
     if not out.parent.is_dir():
@@ -550,14 +582,14 @@ def generate_dataset(out: str | os.PathLike, n: int, *, seed: int = 0, workers: 
         raise IsADirectoryError(f"cannot write {out}: it is a directory; expected a file path "
                                 "such as synth.mat")
     start = time.perf_counter()
-    scene_names = [f"synth_s{seed}_{i:05d}" for i in range(n)]
+    scene_names = [scene_name(seed, i, views_per_room) for i in range(n)]
     with ExitStack() as stack:
         writer = stack.enter_context(NYUFileWriter(out, n, CLASS_NAMES, scene_names))
-        for i, scene in enumerate(_scenes(seed, n, workers, stack)):
-            writer.put(i, scene)
+        for i, frame in enumerate(_frames(seed, n, views_per_room, workers, stack)):
+            writer.put(i, frame)
             if progress is not None:
                 progress(i + 1, n)
     elapsed = time.perf_counter() - start
-    log.info("wrote %d synthetic scenes (seed %d, %d workers) to %s in %.1f s (%.2f s/scene)",
-             n, seed, workers, out, elapsed, elapsed / n)
+    log.info("wrote %d synthetic frames of %d rooms (seed %d, %d workers) to %s in %.1f s (%.2f s/frame)",
+             n, len(set(scene_names)), seed, workers, out, elapsed, elapsed / n)
     return out

@@ -1,6 +1,8 @@
 """The model registry: log a trained model as a pyfunc (weights + architecture JSON, no pickle),
 register it as a new version of ``net12`` / ``net3`` / ``fcrn``, and move the ``champion`` alias
-only when it beats the current champion under the same evaluation protocol (else ``challenger``)."""
+only when it beats the current champion on the validation metric it was selected on, under the
+same protocol (else ``challenger``). Test metrics are recorded on every version for reporting and
+never decide anything: choosing on them would spend the benchmark's test set on selection."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from torch import nn
 
-from depthtune.metrics import LOWER_IS_BETTER
+from depthtune.metrics import higher_is_better
 from depthtune.predictor import save_model_files
 
 logger = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ class Registration:
 
 
 def _better(metric: str, new: float, old: float) -> bool:
-    return new < old if metric in LOWER_IS_BETTER else new > old
+    return new > old if higher_is_better(metric) else new < old
 
 
 def register_version(
@@ -78,31 +80,36 @@ def register_version(
     model_uri: str,
     name: str,
     *,
+    selection: tuple[str, float],
     test_metrics: dict[str, float],
     protocol: dict[str, object],
-    compare_on: str,
     tags: dict[str, str],
 ) -> Registration:
-    """New version of ``name``; ``champion`` moves to it only if it beats the champion on
-    ``compare_on`` (a test metric) under an identical protocol, otherwise it becomes ``challenger``."""
-    protocol_json = json.dumps(protocol, sort_keys=True)
-    all_tags = {**tags, PROTOCOL_TAG: protocol_json, **{f"test_{k}": f"{v:.6g}" for k, v in test_metrics.items()}}
+    """New version of ``name``; ``champion`` moves to it only if it beats the champion on the
+    validation metric ``selection`` names (e.g. ``("val_abs_rel", 0.21)``) under an identical
+    protocol, which includes that metric's name, otherwise it becomes ``challenger``. The test
+    metrics are tags (``test_<name>``) for reporting."""
+    compare_on, new_value = selection
+    protocol_json = json.dumps({**protocol, "selection_metric": compare_on}, sort_keys=True)
+    all_tags = {
+        **tags, PROTOCOL_TAG: protocol_json, compare_on: f"{new_value:.6g}",
+        **{f"test_{k}": f"{v:.6g}" for k, v in test_metrics.items()},
+    }
     with tracking_uri(uri):
         version = mlflow.register_model(model_uri, name, tags=all_tags).version
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
-    new_value = test_metrics[compare_on]
     if champion is None:
         alias, reason = CHAMPION, "first version with this name"
     elif champion.tags.get(PROTOCOL_TAG) != protocol_json:
         alias, reason = CHALLENGER, f"champion v{champion.version} was evaluated under another protocol ({champion.tags.get(PROTOCOL_TAG)})"
     else:
-        old_value = float(champion.tags[f"test_{compare_on}"])
+        old_value = float(champion.tags[compare_on])
         won = _better(compare_on, new_value, old_value)
         alias = CHAMPION if won else CHALLENGER
-        reason = f"test {compare_on} {new_value:.4f} vs champion v{champion.version} {old_value:.4f}"
+        reason = f"{compare_on} {new_value:.4f} vs champion v{champion.version} {old_value:.4f}"
     client.set_registered_model_alias(name, alias, str(version))
     logger.info("registered %s v%s as %s (%s)", name, version, alias, reason)
     return Registration(name, str(version), alias, str(champion.version) if champion else None, reason)
