@@ -50,6 +50,7 @@ def test_parent_and_one_nested_run_per_trial_with_every_epoch(finished_sweep):
     parent = client.get_run(outcome.sweep_run_id)
     assert {"search_space", "scheduler", "data_sha256", "git_commit", "version.ray", "paper_settings"} <= set(parent.data.params)
     assert parent.data.params["metric"] == "val_abs_rel" and parent.data.params["split"].startswith("random by scene(seed=0")
+    assert parent.data.params["scheduler"].startswith("ASHA(metric=val_abs_rel, mode=min")
     assert parent.data.tags["depthtune.best_run_id"] == outcome.winner.run_id
 
 
