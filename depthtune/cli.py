@@ -1,4 +1,9 @@
-"""`depthtune` command line: data generation, single training runs and the demo."""
+"""`depthtune` command line: data, single training runs, the demo, sweeps, the registry's models,
+dashboards and the tracking service.
+
+Exit codes: 0 done; 2 a failure with a known cause (bad input or config, a missing or unwritable
+file, a full disk, an unreachable server), told in one line (-v adds the details); 130 stopped by
+Ctrl-C or SIGTERM. Anything else is a bug and prints its traceback."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Any, Sequence
 
 from depthtune.config import read_yaml
 from depthtune.models import MODEL_NAMES
+from depthtune.sweep_errors import SweepInterrupted
 
 logger = logging.getLogger("depthtune")
 
@@ -104,7 +110,7 @@ def _add_tune_parser(commands: argparse._SubParsersAction) -> None:
 
 def _add_predict_parser(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="depth map of an image with a registered model")
-    predict.add_argument("image", help="RGB image file (PNG/JPEG)")
+    predict.add_argument("image", help="image file (PNG/JPEG): 8-bit RGB, RGBA or greyscale, or 16-bit greyscale")
     predict.add_argument("--model", required=True, help="registered model: NAME@ALIAS, NAME/VERSION or models:/...")
     predict.add_argument("--out", required=True, help="output: .npy (metres, float32) or .png (16-bit millimetres)")
     predict.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
@@ -143,7 +149,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
         help="shared folder or s3://bucket/path, proxied through the server (default: $DEPTHTUNE_ARTIFACTS_DESTINATION)",
     )
     start.add_argument("--host", help="address to bind (default: $DEPTHTUNE_TRACKING_HOST or 127.0.0.1; on a cluster the head's private IP)")
-    start.add_argument("--port", type=int, help="default: $DEPTHTUNE_TRACKING_PORT or 5000")
+    start.add_argument("--port", type=port_number, help="default: $DEPTHTUNE_TRACKING_PORT or 5000")
     start.add_argument("--no-auth", dest="no_auth", action="store_true", help="no basic-auth (only for a server nobody else can reach)")
     start.add_argument(
         "--auth-database-uri", dest="auth_database_uri",
@@ -162,15 +168,23 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     postgres_commands = postgres.add_subparsers(dest="postgres_command", required=True)
     postgres_start = postgres_commands.add_parser("start", help="initdb on first use, start detached on 127.0.0.1, create the databases")
     postgres_start.add_argument("--dir", required=True, help="cluster directory (data/, postgres.log)")
-    postgres_start.add_argument("--port", type=int, default=5432)
+    postgres_start.add_argument("--port", type=port_number, default=5432)
     postgres_start.add_argument("--user", default="mlflow", help="role (default mlflow)")
     postgres_start.add_argument("--database", dest="databases", action="append", help="database to create (repeatable; default mlflow and mlflow_auth)")
     postgres_stop = postgres_commands.add_parser("stop", help="pg_ctl stop -m fast on --dir")
     postgres_stop.add_argument("--dir", required=True)
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535 (argparse turns the ValueError into a usage error)."""
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ValueError(text)
+    return port
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="depthtune", description=__doc__)
+    root = argparse.ArgumentParser(prog="depthtune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = root.add_subparsers(dest="command", required=True)
     _add_data_parser(commands)
@@ -266,24 +280,23 @@ def _predict(args: argparse.Namespace) -> None:
     import numpy as np
     from PIL import Image
 
+    from depthtune.images import check_against_input, read_rgb
     from depthtune.loading import load_model
 
     out = Path(args.out)
     if out.suffix not in (".npy", ".png"):
         raise ValueError(f"--out {out}: expected a .npy or .png file name")
-    image_path = Path(args.image)
-    if not image_path.is_file():
-        raise FileNotFoundError(f"image {image_path} does not exist")
-    try:
-        rgb = np.asarray(Image.open(image_path).convert("RGB"))
-    except OSError as exc:
-        raise ValueError(f"image {image_path} could not be read as an image: {exc}") from exc
-    depth = load_model(args.model, tracking_uri=args.tracking_uri).predict(rgb)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist")
+    rgb = read_rgb(args.image)
+    model = load_model(args.model, tracking_uri=args.tracking_uri)
+    check_against_input(rgb, model.input_size, args.image)
+    depth = model.predict(rgb)
     if out.suffix == ".npy":
         np.save(out, depth.astype(np.float32))
     else:
         Image.fromarray(np.clip(depth * 1000.0, 0, 65535).astype(np.uint16)).save(out)
-    logger.info("depth of %s (%dx%d, %.2f-%.2f m) -> %s", image_path, depth.shape[1], depth.shape[0], depth.min(), depth.max(), out)
+    logger.info("depth of %s (%dx%d, %.2f-%.2f m) -> %s", args.image, depth.shape[1], depth.shape[0], depth.min(), depth.max(), out)
 
 
 def _dashboard(args: argparse.Namespace) -> None:
@@ -366,11 +379,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"data": _data, "train": _train, "demo": _demo, "tune": run_tune, "predict": _predict, "dashboard": _dashboard, "compare": _compare, "serve": _serve}
     try:
         handlers[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except SweepInterrupted as exc:
+        logger.error("%s", resume_hint(exc, args))
+        return 130
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+    except (ValueError, OSError) as exc:  # the expected failures: bad input, files, disks, servers
         logger.error("%s", exc)
         logger.debug("details", exc_info=True)
         return 2
     return 0
+
+
+def resume_hint(interrupted: SweepInterrupted, args: argparse.Namespace) -> str:
+    """What an interrupted sweep left, and the command that continues it, as it can be run."""
+    command = ["depthtune", "tune", args.model, "--resume", "--name", interrupted.name, "--storage-path", str(interrupted.storage)]
+    command += [f"--config {args.config}"] if args.config else []
+    return f"{interrupted}. Continue it with: {' '.join(command)}"
 
 
 if __name__ == "__main__":

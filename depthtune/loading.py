@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from depthtune.predictor import CONFIG_FILE, WEIGHTS_FILE, DepthPredictor
+from depthtune.tracking.reachable import check_tracking_uri
 from depthtune.tracking.registry import tracking_uri as tracking_uri_scope
 
 _REFERENCE = re.compile(r"^(?:models:/)?(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
@@ -46,6 +47,7 @@ def load_model(reference: str, tracking_uri: str | None = None, device: str = "c
     """A DepthPredictor for a registered model (``.predict(rgb) -> depth``, ``.module`` the torch model)."""
     name, alias, version = parse_reference(reference)
     uri = tracking_uri or mlflow.get_tracking_uri()
+    check_tracking_uri(uri)
     check_exists(MlflowClient(uri), name, alias, version)
     model_uri = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
     with tempfile.TemporaryDirectory() as directory, tracking_uri_scope(uri):  # models:/ resolves via the registry URI

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +37,31 @@ class DepthPredictor:
         self.device = torch.device(device)
         self.module = module.to(self.device).eval()
         shape = geometry(module.name, **module.config)
+        self.input_size = shape.input_size
         self.transform = DepthTransform(shape.input_size, shape.output_size, output_region=shape.output_region)
 
     @classmethod
     def from_files(cls, weights: str | os.PathLike, config: str | os.PathLike, device: str = "cpu") -> "DepthPredictor":
-        """Rebuild from ``weights.pt`` + ``model.json`` (as logged with a registered model)."""
-        description = json.loads(Path(config).read_text())
-        module = build(description["model_name"], **description["model_config"])
-        module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        """Rebuild from ``weights.pt`` + ``model.json`` (as logged with a registered model); files
+        that are not what they should be are errors naming the file and what is wrong."""
+        try:
+            description = json.loads(Path(config).read_text())
+            name, model_config = description["model_name"], description["model_config"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{config}: not a depthtune model description ({exc!r}); expected JSON with "
+                             "'model_name' and 'model_config'") from None
+        module = build(name, **model_config)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, EOFError, KeyError, RuntimeError) as exc:  # what torch.load raises on foreign bytes
+            detail = (str(exc).splitlines() or [""])[0]
+            raise ValueError(f"{weights}: not a weights file (a state dict saved by torch.save): {type(exc).__name__} {detail}") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"{weights}: holds a {type(state).__name__}, not a state dict of weights")
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"{weights}: the weights do not fit the {name} that {config} describes: {str(exc).splitlines()[0]}") from None
         return cls(module, device)
 
     def predict(self, rgb: np.ndarray) -> np.ndarray:

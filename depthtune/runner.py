@@ -14,6 +14,7 @@ from torch import nn
 from depthtune.checkpoints import model_from_checkpoint
 from depthtune.data import NYUArrays, read_nyu
 from depthtune.metrics import EIGEN_PROTOCOL, EvalProtocol
+from depthtune.storage_check import check_room, checkpoint_bytes
 from depthtune.train import TrainConfig, TrainResult, data_splits, evaluate, evaluation_loader, pick_device, train
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,14 @@ def run_training(
 ) -> RunOutcome:
     """Train, logging each epoch to ``run_dir/metrics.jsonl``, then test the best checkpoint.
 
-    The run directory appears with the first finished epoch, so bad input leaves nothing behind.
+    The run directory appears with the first finished epoch, so bad input leaves nothing behind;
+    a folder that cannot hold the checkpoints is an error before training starts.
     """
     config.validate()
     if arrays is None:
         arrays = read_nyu(config.data)
     run_dir = Path(run_dir)
+    check_room(run_dir, checkpoint_bytes(config.model, config.model_cfg) * (config.keep_checkpoints + 2), "run directory")
     metrics_file = run_dir / "metrics.jsonl"
 
     def record(metrics: dict[str, float], checkpoint_dir: Path | None, _model: nn.Module) -> None:

@@ -7,12 +7,15 @@ every trial is a nested MLflow run under the sweep's parent run."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import platform
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -37,9 +40,13 @@ from depthtune.predictor import save_model_files
 from depthtune.profiles import model_config
 from depthtune.runner import evaluate_model
 from depthtune.searcher import describe_search, search_algorithm, trial_scheduler
+from depthtune.storage_check import check_room, checkpoint_bytes
 from depthtune.sweep_config import SweepConfig
+from depthtune.sweep_errors import SweepInterrupted
+from depthtune.sweep_state import INTERRUPTED, STATE_FILE, InterruptWatch, load_state, save_state
 from depthtune.tracking.callback import RunStatusCallback, complete_run
 from depthtune.tracking.lineage import BaseModel, resolve_base_model
+from depthtune.tracking.reachable import check_tracking_uri
 from depthtune.tracking.registry import Registration, log_depth_model, register_version
 from depthtune.tracking.runs import DIVERGED_TAG, TIMESTAMP_KEY, RunLogger
 from depthtune.tracking.server import TrackingServer, embedded_store
@@ -48,7 +55,7 @@ from depthtune.trial import RUN_ID_KEY, run_trial
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "depthtune_sweep.json"
+LOCAL_STORE_BYTES = 200 * 10**6  # runs, prediction grids and each trial's best weights of a CPU sweep: tens of MB
 DASHBOARD_FILE = "sweep_dashboard.html"
 PACKAGES = ("depthtune", "torch", "ray", "mlflow", "optuna", "numpy", "h5py")
 
@@ -68,6 +75,41 @@ def _tune_file_loggers_only() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = previous
+
+
+@contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """While a sweep runs, SIGTERM (a scheduler's or ``kill``'s stop) does what Ctrl-C does: Tune
+    saves its state and ends the trials, or outside Tune's loop a KeyboardInterrupt unwinds, so the
+    sweep's run ends KILLED instead of being left RUNNING by a process that vanished."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM while the block runs (a warning says so): registering is the
+    sweep's commit point, written whole, never a version without its alias; the sweep then ends
+    normally. (Masking the signals in this thread would not do: Ray's and MLflow's threads would
+    still take them.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, _frame: received.append(number)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        logger.warning("signal %d arrived while the winner was registered: registration completed, the sweep ends normally", received[0])
 
 
 @dataclass
@@ -141,7 +183,8 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
 
 
 def _tracking_uri(config: SweepConfig, stack: ExitStack, log_dir: Path) -> str:
-    """The given tracking URI, or a local ``mlflow server`` in front of the embedded SQLite store."""
+    """The given tracking URI (it must answer), or a local ``mlflow server`` in front of the
+    embedded SQLite store."""
     if config.tracking_uri:
         return config.tracking_uri
     backend, artifacts = embedded_store(Path.cwd())
@@ -170,13 +213,31 @@ def _base_model(config: SweepConfig, state: dict[str, str] | None, uri: str) -> 
     return base
 
 
-def _save_state(experiment_dir: Path, state: dict[str, str]) -> None:
-    """The sweep's MLflow coordinates, rewritten by every driver that runs it: Tune restores its
-    callbacks from the first driver's pickle, so they read the current tracking URI from here."""
-    path = experiment_dir / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, path)
+def _claim_name(storage: Path, name: str, explicit: bool) -> str:
+    """Create the sweep's folder atomically: a sweep started in the same second as another gets
+    ``<name>-2`` (``-3``, ...); an explicit name that exists is an error, before anything starts."""
+    storage.mkdir(parents=True, exist_ok=True)
+    for attempt in itertools.count(1):
+        candidate = name if attempt == 1 else f"{name}-{attempt}"
+        try:
+            (storage / candidate).mkdir()
+            return candidate
+        except FileExistsError:
+            if explicit:
+                raise FileExistsError(f"a sweep named {name!r} already exists under {storage}; pass --resume or choose another name") from None
+    raise AssertionError("unreachable")
+
+
+def _sweep_bytes(config: SweepConfig) -> int:
+    """What the trials running at once may keep in the storage path: each trial's kept checkpoints,
+    its newest, and one being written."""
+    return checkpoint_bytes(config.model, config.train["model_cfg"]) * (config.keep_checkpoints + 2) * config.max_concurrent
+
+
+def all_trials_ended(results: tune.ResultGrid, config: SweepConfig) -> bool:
+    """Whether the sweep ran to its end: every sample was started, and every trial ended (finished,
+    stopped by ASHA or failed for good) rather than being left paused by an interruption."""
+    return len(results) >= config.num_samples and results.num_terminated + results.num_errors == len(results)
 
 
 def _latest_sweep(storage: Path, model: str) -> str:
@@ -185,11 +246,6 @@ def _latest_sweep(storage: Path, model: str) -> str:
     if not sweeps:
         raise FileNotFoundError(f"nothing to resume: no {model} sweep under {storage}")
     return sweeps[-1].name
-
-
-def _load_state(experiment_dir: Path) -> dict[str, str] | None:
-    path = experiment_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def evaluate_trial(
@@ -248,7 +304,14 @@ def register_winner(
     sweep_run_id: str, data_sha256: str, lineage: dict[str, str],
 ) -> Registration:
     """Log the winner as a model in its run and register a version; the champion gate compares the
-    selection metric under a protocol that pins the data, the split and the evaluation."""
+    selection metric under a protocol that pins the data, the split and the evaluation. A run that
+    is already a version of the model (a resumed sweep whose driver died after registering) is not
+    registered again."""
+    existing = client.search_model_versions(f"name = '{config.registered_name}' and run_id = '{winner.run_id}'")
+    if existing:
+        version = client.get_model_version(config.registered_name, str(existing[0].version))  # search results carry no aliases
+        alias = next(iter(version.aliases), "no alias")
+        return Registration(config.registered_name, str(version.version), alias, None, "already registered from this trial's run")
     protocol = {
         **EIGEN_PROTOCOL.as_dict(), "split": splits.source, "val_frames": len(splits.val), "test_frames": len(splits.test),
         "data_sha256": data_sha256,
@@ -327,13 +390,16 @@ def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.
 
 def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
     """Run (or with ``resume`` continue) a sweep; returns the best trial and where results are."""
+    if config.tracking_uri:
+        check_tracking_uri(config.tracking_uri)
     storage = Path(config.storage_path).resolve()
     name = config.name or (_latest_sweep(storage, config.model) if resume else f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    experiment_dir = storage / name
-    state = _load_state(experiment_dir)
-    if resume and (state is None or not tune.Tuner.can_restore(str(experiment_dir))):
+    state = load_state(storage / name)
+    if resume and (state is None or not tune.Tuner.can_restore(str(storage / name))):
         raise FileNotFoundError(f"nothing to resume: no sweep named {name!r} under {storage}")
-    if not resume and state is not None:
+    if resume and state.get("registered"):
+        raise FileExistsError(f"sweep {name!r} under {storage} already finished and registered {state['registered']}: nothing to resume")
+    if not resume and (storage / name).exists() and config.name:
         raise FileExistsError(f"a sweep named {name!r} already exists under {storage}; pass --resume or choose another name")
     data = resolve_data(
         config.data, synthetic_path=config.synthetic_path, synthetic_frames=config.synthetic_frames, workers=config.synthetic_workers
@@ -342,10 +408,16 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         config.train = {**config.train, "model_cfg": model_config(config.profile, config.model)}
     train_extra: dict[str, Any] = {"data": str(data.resolve()), "splits_file": config.splits_file}
     arrays = read_nyu(data)
-    experiment_dir.mkdir(parents=True, exist_ok=True)
+    check_room(storage, _sweep_bytes(config), "storage_path")
+    if not config.tracking_uri:
+        check_room(Path.cwd(), LOCAL_STORE_BYTES, "the local tracking store (./mlflow.db, ./mlruns) in")
+    if not resume:
+        name = _claim_name(storage, name, explicit=config.name is not None)
+    experiment_dir = storage / name
     data_sha256 = file_sha256(data)
 
     with ExitStack() as stack:
+        stack.enter_context(_sigterm_as_sigint())
         uri = _tracking_uri(config, stack, experiment_dir)
         client = MlflowClient(uri)
         experiment_id = _experiment_id(client, config.experiment_name)
@@ -388,7 +460,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
             state = {"parent_run_id": parent.run_id, **({"base_model": base.pinned} if base else {})}
         else:
             parent = RunLogger.resume(client, state["parent_run_id"])
-        _save_state(experiment_dir, {**state, "tracking_uri": uri, "experiment_id": experiment_id})
+        save_state(experiment_dir, {**state, "tracking_uri": uri, "experiment_id": experiment_id, INTERRUPTED: False})
         stack.push(_parent_closer(parent))
 
         # The dataset's one copy lives in the object store: trials map it, and the driver reads it back
@@ -431,6 +503,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                     ),
                     callbacks=[
                         RunStatusCallback(experiment_dir / STATE_FILE, config.epochs, EPOCH_METRICS),
+                        InterruptWatch(experiment_dir),
                         CSVLoggerCallback(),
                         JsonLoggerCallback(),
                     ],
@@ -440,6 +513,8 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         with _tune_file_loggers_only():
             results = tuner.fit()
         close_trial_runs(client, results, config)
+        if load_state(experiment_dir).get(INTERRUPTED) or not all_trials_ended(results, config):
+            raise SweepInterrupted(name, storage)
         log_best_weights(client, results, config)
         arrays = ray.get(arrays_ref)
         winner, model = evaluate_trial(best_finished_result(results, config), config, client, arrays, train_extra)
@@ -452,7 +527,9 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         else:
             comparison = compare_with_paper(winner, evaluate_trial(paper, config, client, arrays, train_extra)[0], config.metric)
         log_paper_comparison(parent, winner, comparison, config.metric)
-        registration = register_winner(config, client, uri, winner, model, splits, parent.run_id, data_sha256, lineage)
+        with _uninterrupted():
+            registration = register_winner(config, client, uri, winner, model, splits, parent.run_id, data_sha256, lineage)
+            save_state(experiment_dir, {**load_state(experiment_dir), "registered": f"{registration.name} v{registration.version}"})
         dashboard = write_sweep_dashboard(load_sweep(client, parent.run_id), experiment_dir / DASHBOARD_FILE)
         client.log_artifact(parent.run_id, str(dashboard))
         outcome = SweepOutcome(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import fcntl
 import logging
 import os
 import secrets
@@ -28,9 +29,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 logger = logging.getLogger(__name__)
 
@@ -326,9 +328,15 @@ class TrackingServer:
 
     def start(self) -> "TrackingServer":
         """Start the server and wait until ``/health`` answers (and, with auth, until the admin
-        credentials log in); errors carry the server's log."""
+        credentials log in); errors carry the server's log. On a SQLite store, servers starting
+        together take turns (a lock file beside the database): two that create a new database at
+        once race on its tables, and one fails with 'table ... already exists'."""
         if self._process is not None and self._process.poll() is None:
             raise RuntimeError(f"{self._describe()} is already running (pid {self.pid})")
+        with _sqlite_creation_lock(self.backend_store_uri):
+            return self._start()
+
+    def _start(self) -> "TrackingServer":
         deadline = time.monotonic() + 15
         while not port_bindable(self.host, self.port):  # e.g. a previous server still closing its socket
             if time.monotonic() > deadline:
@@ -427,6 +435,22 @@ class TrackingServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextmanager
+def _sqlite_creation_lock(backend_store_uri: str) -> Iterator[None]:
+    """An exclusive lock on ``<database>.lock`` for a ``sqlite:///`` store (nothing for others)."""
+    if not str(backend_store_uri).startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(str(backend_store_uri).removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
