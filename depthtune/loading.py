@@ -52,4 +52,7 @@ def load_model(reference: str, tracking_uri: str | None = None, device: str = "c
     model_uri = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
     with tempfile.TemporaryDirectory() as directory, tracking_uri_scope(uri):  # models:/ resolves via the registry URI
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=directory))
-        return DepthPredictor.from_files(local / "artifacts" / WEIGHTS_FILE, local / "artifacts" / CONFIG_FILE, device)
+        try:
+            return DepthPredictor.from_files(local / "artifacts" / WEIGHTS_FILE, local / "artifacts" / CONFIG_FILE, device)
+        except ValueError as exc:  # it names the downloaded copy; say which registered model that was
+            raise ValueError(f"registered model {model_uri}: {str(exc).replace(str(local) + '/', '')}") from None

@@ -54,7 +54,7 @@ class DepthPredictor:
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, EOFError, KeyError, RuntimeError) as exc:  # what torch.load raises on foreign bytes
-            detail = (str(exc).splitlines() or [""])[0]
+            detail = (str(exc).splitlines() or [""])[0].split(". ")[0]
             raise ValueError(f"{weights}: not a weights file (a state dict saved by torch.save): {type(exc).__name__} {detail}") from None
         if not isinstance(state, dict):
             raise ValueError(f"{weights}: holds a {type(state).__name__}, not a state dict of weights")
