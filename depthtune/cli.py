@@ -128,6 +128,9 @@ def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("models", nargs="*", help="NAME@ALIAS, NAME/VERSION or models:/... (default: the champions that exist)")
     compare.add_argument("--out", help="HTML file (default comparison_<date>-<time>.html here)")
     compare.add_argument("--data", help="the NYU-layout file the models were evaluated on (default: the one they were trained on)")
+    compare.add_argument("--protocol", default="eigen", choices=("eigen", "laina"),
+                         help="metrics: eigen (crop, 10 m cap, per-image means; default) or laina (full frame, pooled over pixels, "
+                              "as Laina et al.'s released code); the papers' rows shown are those under the same protocol")
     compare.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
 
 
@@ -323,7 +326,7 @@ def _compare(args: argparse.Namespace) -> None:
     from depthtune.dashboards.compare import run_compare
 
     uri = args.tracking_uri or mlflow.get_tracking_uri()
-    path, run_id = run_compare(uri, args.models or None, args.out, args.data)
+    path, run_id = run_compare(uri, args.models or None, args.out, args.data, args.protocol)
     logger.info("comparison dashboard: %s (logged to MLflow run %s; look at it with: mlflow ui)", Path(path).resolve(), run_id)
 
 

@@ -100,14 +100,14 @@ def test_comparison_content(comparison):
     assert labels == ["net12 v1 (@champion)", "net3 v1 (@champion)"]
     figures = comparison_figures(result)
     (table,) = figures["metrics_table"].data
-    assert list(table.cells.values[0]) == [*labels, *PUBLISHED]
+    eigen_rows = [name for name, row in PUBLISHED.items() if row.protocol == "eigen"]
+    assert list(table.cells.values[0]) == [*labels, *eigen_rows] and len(eigen_rows) == 2  # Laina's row is under another protocol
     descriptions = list(table.cells.values[1])
     assert all(d.startswith(PUBLISHED_MARK) and "ImageNet" in d and "654 official test frames" in d for d in descriptions[len(labels):])
-    assert "full frame without a crop" in descriptions[-1]  # Laina's released evaluation
     for description in descriptions[: len(labels)]:
         assert description.startswith("measured here; trained from scratch on synth20.mat") and "input 64x80, width 0.125" in description
-        assert "eigen crop, depth cap 10.0 m" in description
-    assert [t.type for t in figures["metrics_bars"].data] == ["bar"] * 2 * (len(labels) + len(PUBLISHED))
+        assert "eigen crop, depth cap 10.0 m, per-image means (eigen protocol)" in description
+    assert [t.type for t in figures["metrics_bars"].data] == ["bar"] * 2 * (len(labels) + len(eigen_rows))
     breakdown = figures["breakdown"].data
     assert len(breakdown) == 4 and list(breakdown[0].x) == [label for label, _, _ in DEPTH_BINS]
     assert list(breakdown[1].x) == ["near edges", "elsewhere"]
@@ -126,6 +126,17 @@ def test_comparison_recomputes_the_registered_test_metrics(comparison):
         tags = client.get_model_version(entry.name, entry.version).tags
         for metric in ("abs_rel", "rmse", "delta1"):
             assert measured.metrics[metric] == pytest.approx(float(tags[f"test_{metric}"]), rel=2e-3), (entry.label, metric)
+
+
+def test_under_lainas_protocol_only_lainas_row_stands_beside_the_models(comparison, finished_sweep):
+    workdir, eigen, _, _ = comparison
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    laina = build_comparison(MlflowClient(uri), uri, evaluation="laina")
+    (table,) = comparison_figures(laina)["metrics_table"].data
+    assert list(table.cells.values[0])[len(laina.entries):] == ["Laina et al. 2016, FCRN (ResNet-50)"]
+    assert "full frame without a crop" in table.cells.values[1][-1]
+    assert "none crop, depth cap inf m, pooled over pixels (laina protocol)" in table.cells.values[1][0]
+    assert laina.results[0].metrics["rmse"] != eigen.results[0].metrics["rmse"]  # the same predictions, another protocol
 
 
 def test_comparison_is_logged_to_its_own_run(comparison):

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from depthtune.data.transforms import eval_region
-from depthtune.metrics import EIGEN_CROP, EvalProtocol, MetricAccumulator, per_image_metrics, to_frame, valid_mask
+from depthtune.metrics import (
+    EIGEN_CROP,
+    LAINA_PROTOCOL,
+    EvalProtocol,
+    MetricAccumulator,
+    per_image_metrics,
+    to_frame,
+    valid_mask,
+)
 
 NO_CROP = EvalProtocol(crop="none")
 
@@ -108,3 +116,38 @@ def test_to_frame_honours_the_output_region():
     assert float(frame[0, 240, 243]) == pytest.approx(1.0, abs=0.02)
     assert float(frame[0, 240, 319]) == pytest.approx(1.5, abs=0.01)
     assert float(frame[0, 240, 396]) == pytest.approx(2.0, abs=0.02)
+
+
+def test_laina_protocol_pools_every_valid_pixel_of_the_full_frame_as_a_brute_force_loop_does():
+    """Laina et al.'s released evaluation: no crop, no depth cap, errors over all pixels of all images."""
+    rng = np.random.default_rng(4)
+    gt = rng.uniform(0.5, 14.0, (3, 9, 11))
+    gt[0, :4] = 0.0  # invalid rows: fewer pixels in the first image
+    gt[2, 3, 5] = np.nan
+    pred = gt * rng.uniform(0.7, 1.4, gt.shape)
+    pred[np.isnan(pred)] = 1.0
+    accumulator = MetricAccumulator(LAINA_PROTOCOL)
+    accumulator.update(torch.from_numpy(pred[:2]), torch.from_numpy(gt[:2]))
+    accumulator.update(torch.from_numpy(pred[2:]), torch.from_numpy(gt[2:]))
+    got = accumulator.compute()
+    p, g = [], []
+    for image in range(3):
+        for row in range(9):
+            for col in range(11):
+                if np.isfinite(gt[image, row, col]) and gt[image, row, col] > 1e-3:
+                    p.append(max(pred[image, row, col], 1e-3))
+                    g.append(gt[image, row, col])
+    p, g = np.array(p), np.array(g)
+    d = np.log(p) - np.log(g)
+    ratio = np.maximum(p / g, g / p)
+    expected = {
+        "abs_rel": np.mean(np.abs(p - g) / g), "sq_rel": np.mean((p - g) ** 2 / g), "rmse": np.sqrt(np.mean((p - g) ** 2)),
+        "rmse_log": np.sqrt(np.mean(d**2)), "log10": np.mean(np.abs(np.log10(p) - np.log10(g))),
+        "delta1": np.mean(ratio < 1.25), "delta2": np.mean(ratio < 1.25**2), "delta3": np.mean(ratio < 1.25**3),
+        "si_log": np.sqrt(np.mean(d**2) - np.mean(d) ** 2),
+    }
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-9), name
+    per_image = MetricAccumulator(EvalProtocol(crop="none", max_depth=math.inf))
+    per_image.update(torch.from_numpy(pred), torch.from_numpy(gt))
+    assert per_image.compute()["rmse"] < got["rmse"]  # the mean of per-image RMSEs is below the pooled one here

@@ -28,7 +28,8 @@ from depthtune.dashboards.comparison import (
     test_data,
 )
 from depthtune.dashboards.page import write_page
-from depthtune.dashboards.published import PUBLISHED, PUBLISHED_MARK
+from depthtune.dashboards.published import PUBLISHED, PUBLISHED_MARK, PublishedResult
+from depthtune.metrics import PROTOCOLS
 from depthtune.models import geometry
 from depthtune.tracking.runs import RunLogger
 
@@ -42,7 +43,8 @@ THUMBNAIL_STEP = 5  # show every 5th pixel: 96x128 maps keep the file a few MB
 
 @dataclass
 class Comparison:
-    """Everything the dashboard shows."""
+    """Everything the dashboard shows: ``protocol`` is what the models were registered under (data,
+    split, frames), ``evaluation`` the name of the metrics protocol this page evaluates them with."""
 
     entries: list[ModelEntry]
     results: list[ModelResult]
@@ -51,30 +53,38 @@ class Comparison:
     images: list[np.ndarray]
     truths: list[np.ndarray]
     device: str
+    evaluation: str = "eigen"
+
+    @property
+    def published(self) -> dict[str, PublishedResult]:
+        """The papers' rows measured under this page's protocol: only those stand beside its numbers."""
+        return {name: row for name, row in PUBLISHED.items() if row.protocol == self.evaluation}
 
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
-def measured_description(entry: ModelEntry, protocol: dict) -> str:
+def measured_description(entry: ModelEntry, protocol: dict, evaluation: str = "eigen") -> str:
     """What a measured row is: its data, split, model size and input, and the evaluation."""
     config, module = entry.train_config, entry.predictor.module
     size = "x".join(str(v) for v in geometry(module.name, **module.config).input_size)
+    used = PROTOCOLS[evaluation]
     return (
         f"measured here; trained from scratch on {Path(config.data or '?').name} ({protocol.get('split', '?')}), "
         f"input {size}, width {module.config.get('width', 1.0)}, {config.epochs} epochs; evaluated on "
-        f"{protocol.get('test_frames', '?')} test frames, {protocol.get('crop', '?')} crop, depth cap {protocol.get('max_depth', '?')} m, "
-        "per-image means"
+        f"{protocol.get('test_frames', '?')} test frames, {used.crop} crop, depth cap {used.max_depth} m, "
+        f"{'per-image means' if used.pooling == 'images' else 'pooled over pixels'} ({evaluation} protocol)"
     )
 
 
 def metrics_table(comparison: Comparison) -> go.Figure:
     """Measured models, then the published rows, each saying what it was trained on and how it was evaluated."""
-    rows = [(e.label, measured_description(e, comparison.protocol), r.metrics) for e, r in zip(comparison.entries, comparison.results)]
-    rows += [(name, published.description, published.metrics) for name, published in PUBLISHED.items()]
+    rows = [(e.label, measured_description(e, comparison.protocol, comparison.evaluation), r.metrics)
+            for e, r in zip(comparison.entries, comparison.results)]
+    rows += [(name, published.description, published.metrics) for name, published in comparison.published.items()]
     columns = [[r[0] for r in rows], [r[1] for r in rows], *[[_fmt(r[2].get(m)) for r in rows] for m in TABLE_METRICS]]
-    colors = [["white"] * len(comparison.entries) + ["#eeeeee"] * len(PUBLISHED)]
+    colors = [["white"] * len(comparison.entries) + ["#eeeeee"] * len(comparison.published)]
     figure = go.Figure(
         go.Table(
             columnwidth=[200, 420, *([60] * len(TABLE_METRICS))],
@@ -90,7 +100,7 @@ def metrics_bars(comparison: Comparison) -> go.Figure:
     """Grouped bars: errors (lower is better) and delta accuracies (higher is better)."""
     figure = make_subplots(rows=1, cols=2, subplot_titles=("errors (lower is better)", "delta accuracies (higher is better)"))
     series = [(e.label, r.metrics, 1.0, "") for e, r in zip(comparison.entries, comparison.results)]
-    series += [(f"{name} ({PUBLISHED_MARK})", published.metrics, 0.45, "/") for name, published in PUBLISHED.items()]
+    series += [(f"{name} ({PUBLISHED_MARK})", published.metrics, 0.45, "/") for name, published in comparison.published.items()]
     for index, (name, values, opacity, pattern) in enumerate(series):
         for column, keys in ((1, ERRORS), (2, ACCURACIES)):
             figure.add_trace(
@@ -194,8 +204,13 @@ def comparison_figures(comparison: Comparison) -> dict[str, go.Figure]:
     }
 
 
-def build_comparison(client: MlflowClient, uri: str, references: list[str] | None = None, data: str | None = None) -> Comparison:
-    """Load the models, check they share a protocol, evaluate each on the test split."""
+def build_comparison(
+    client: MlflowClient, uri: str, references: list[str] | None = None, data: str | None = None, evaluation: str = "eigen"
+) -> Comparison:
+    """Load the models, check they share a protocol, evaluate each on the test split under the
+    metrics protocol named ``evaluation`` (``eigen`` or ``laina``)."""
+    if evaluation not in PROTOCOLS:
+        raise ValueError(f"evaluation protocol {evaluation!r}: expected one of {sorted(PROTOCOLS)}")
     entries = [load_entry(client, uri, reference) for reference in (references or default_references(client))]
     protocol = check_same_protocol(entries)
     arrays, test = test_data(entries[0], protocol, data)
@@ -203,10 +218,11 @@ def build_comparison(client: MlflowClient, uri: str, references: list[str] | Non
     results = []
     for entry in entries:
         logger.info("evaluating %s on %d test frames", entry.label, len(test))
-        results.append(evaluate_entry(entry, arrays, test, shown))
+        results.append(evaluate_entry(entry, arrays, test, shown, PROTOCOLS[evaluation]))
     return Comparison(
         entries=entries, results=results, protocol=protocol, shown=shown,
         images=[arrays.images[i] for i in shown], truths=[arrays.depths[i] for i in shown], device=device_description(),
+        evaluation=evaluation,
     )
 
 
@@ -215,10 +231,12 @@ def write_comparison_dashboard(comparison: Comparison, path: str | Path) -> Path
     figures = comparison_figures(comparison)
     protocol = ", ".join(f"{k}={v}" for k, v in sorted(comparison.protocol.items()))
     notes = [
-        f"Models: {', '.join(e.label for e in comparison.entries)}. All evaluated here, on the same test frames under one protocol: {protocol}.",
-        f"Rows marked '{PUBLISHED_MARK}' are the papers' NYU Depth v2 numbers, for reference only: they were not "
-        "measured here, come from ImageNet-initialised networks trained on thousands to hundreds of thousands of "
-        "real frames, and (Laina's) under another protocol; a measured row says what it was trained on.",
+        f"Models: {', '.join(e.label for e in comparison.entries)}. All evaluated here, on the same test frames, under the "
+        f"{comparison.evaluation} metrics protocol; registered under: {protocol}.",
+        f"Rows marked '{PUBLISHED_MARK}' are the papers' NYU Depth v2 numbers under the same metrics protocol, for reference "
+        "only: they were not measured here and come from ImageNet-initialised networks trained on thousands to hundreds of "
+        "thousands of real frames; a measured row says what it was trained on. Rows under another protocol are left out: "
+        + (", ".join(name for name in PUBLISHED if name not in comparison.published) or "none") + ".",
     ]
     bins = ", ".join(label for label, _, _ in DEPTH_BINS)
     sections = [
@@ -246,7 +264,8 @@ def log_comparison(client: MlflowClient, comparison: Comparison, dashboard: Path
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(COMPARISON_EXPERIMENT)
     run = RunLogger.start(
         client, experiment_id, name="compare " + ", ".join(e.label for e in comparison.entries),
-        params={"models": ", ".join(f"{e.name}/{e.version}" for e in comparison.entries), "device": comparison.device},
+        params={"models": ", ".join(f"{e.name}/{e.version}" for e in comparison.entries), "device": comparison.device,
+                "metrics_protocol": comparison.evaluation},
         tags={"depthtune.kind": "comparison", "eval_protocol": str(comparison.protocol)},
     )
     values = {}
@@ -260,10 +279,12 @@ def log_comparison(client: MlflowClient, comparison: Comparison, dashboard: Path
     return run.run_id
 
 
-def run_compare(uri: str, references: list[str] | None, out: str | None, data: str | None = None) -> tuple[Path, str]:
+def run_compare(
+    uri: str, references: list[str] | None, out: str | None, data: str | None = None, evaluation: str = "eigen"
+) -> tuple[Path, str]:
     """Build, write and log the comparison; returns the HTML path and the comparison run id."""
     client = MlflowClient(uri)
-    comparison = build_comparison(client, uri, references, data)
+    comparison = build_comparison(client, uri, references, data, evaluation)
     path = write_comparison_dashboard(comparison, out or f"comparison_{time.strftime('%Y%m%d-%H%M%S')}.html")
     run_id = log_comparison(client, comparison, path)
     return path, run_id

@@ -22,7 +22,7 @@ from scipy.ndimage import binary_dilation
 from depthtune.data import NYUArrays, read_nyu
 from depthtune.data.source import file_sha256
 from depthtune.loading import check_exists, load_model, parse_reference
-from depthtune.metrics import EIGEN_PROTOCOL, MetricAccumulator, valid_mask
+from depthtune.metrics import EIGEN_PROTOCOL, EvalProtocol, MetricAccumulator, valid_mask
 from depthtune.predictor import DepthPredictor
 from depthtune.tracking.registry import PROTOCOL_TAG
 from depthtune.train import TrainConfig, data_splits, pick_device
@@ -155,9 +155,12 @@ def _latency_ms(predictor: DepthPredictor, image: np.ndarray, repeats: int = 10)
     return float(np.median(times) * 1000)
 
 
-def evaluate_entry(entry: ModelEntry, arrays: NYUArrays, test: list[int], shown: list[int]) -> ModelResult:
-    """Every number the dashboard shows for one model, from one pass over the test frames."""
-    accumulator = MetricAccumulator(EIGEN_PROTOCOL)
+def evaluate_entry(
+    entry: ModelEntry, arrays: NYUArrays, test: list[int], shown: list[int], protocol: EvalProtocol = EIGEN_PROTOCOL
+) -> ModelResult:
+    """Every number the dashboard shows for one model, from one pass over the test frames; the
+    metrics table under ``protocol``, the breakdowns over its valid pixels."""
+    accumulator = MetricAccumulator(protocol)
     by_depth = _PooledAbsRel([label for label, _, _ in DEPTH_BINS])
     by_edges = _PooledAbsRel(["near edges", "elsewhere"])
     predictions = []
@@ -165,8 +168,8 @@ def evaluate_entry(entry: ModelEntry, arrays: NYUArrays, test: list[int], shown:
         truth = arrays.depths[index]
         predicted = entry.predictor.predict(arrays.images[index])
         accumulator.update(torch.from_numpy(predicted)[None], torch.from_numpy(truth)[None])
-        valid = valid_mask(torch.from_numpy(truth)[None], EIGEN_PROTOCOL)[0].numpy()
-        clamped = np.clip(predicted, EIGEN_PROTOCOL.min_depth, EIGEN_PROTOCOL.max_depth)
+        valid = valid_mask(torch.from_numpy(truth)[None], protocol)[0].numpy()
+        clamped = np.clip(predicted, protocol.min_depth, protocol.max_depth)
         error = np.abs(clamped - truth) / np.where(valid, truth, 1.0)
         for label, low, high in DEPTH_BINS:
             by_depth.add(label, error[valid & (truth >= low) & (truth < high)])
