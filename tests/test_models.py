@@ -400,3 +400,21 @@ def test_wrong_input_shape_is_a_clear_error() -> None:
     model = Net12(input_size=SMALL, width=0.25)
     with pytest.raises(ValueError, match=r"expected \(B, 3, 114, 152\)"):
         model(torch.randn(1, 3, 120, 160))
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 5, 7), (1, 4, 1, 1), (3, 6, 4, 4)])
+def test_fast_up_projection_is_unpool_then_conv5_with_the_same_weights(shape) -> None:
+    """Laina's fast form computes exactly the naive unpool + 5x5 convolution, forward and backward."""
+    from depthtune.models.fcrn import unpool2x, unpool_conv5
+
+    torch.manual_seed(1)
+    x = torch.randn(*shape, requires_grad=True)
+    weight = torch.randn(5, shape[1], 5, 5, requires_grad=True)
+    naive = nn.functional.conv2d(unpool2x(x), weight, padding=2)
+    fast = unpool_conv5(x, weight)
+    torch.testing.assert_close(fast, naive, atol=1e-5, rtol=1e-5)
+    probe = torch.randn_like(naive)
+    grads_naive = torch.autograd.grad((naive * probe).sum(), (x, weight))
+    grads_fast = torch.autograd.grad((fast * probe).sum(), (x, weight))
+    for got, want in zip(grads_fast, grads_naive):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
