@@ -36,7 +36,8 @@ EPOCH_METRICS = ("epoch", "train_loss", *SELECTABLE_METRICS, "lr", "epoch_second
 @dataclass
 class TrainConfig:
     """Everything one training run needs; the tuned hyperparameters are lr, momentum,
-    step_size and grad_weight. ``checkpoint_every`` spaces the checkpoints between new bests: a
+    step_size and grad_weight. ``lr_multipliers`` maps parameter-name prefixes to multiples of
+    ``lr`` (per-layer rates; ``parameter_groups``). ``checkpoint_every`` spaces the checkpoints between new bests: a
     paper-size one takes seconds to write while the GPU waits (benchmarks/README.md, overhead)."""
 
     model: str = "net12"
@@ -63,6 +64,7 @@ class TrainConfig:
     bf16: bool = True
     channels_last: bool = True
     select_metric: str = "val_abs_rel"
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
     keep_checkpoints: int = 1
     checkpoint_every: int = 1
 
@@ -99,6 +101,9 @@ class TrainConfig:
             problems.append(f"device={self.device!r}: expected 'auto', 'cpu' or 'cuda[:N]'")
         if self.select_metric not in SELECTABLE_METRICS:
             problems.append(f"select_metric={self.select_metric!r}: expected one of {list(SELECTABLE_METRICS)}")
+        for prefix, multiplier in self.lr_multipliers.items():
+            if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not multiplier > 0:
+                problems.append(f"lr_multipliers[{prefix!r}]={multiplier!r}: expected a number > 0")
         if self.model == "net3" and not self.net12_checkpoint:
             problems.append("model='net3' needs net12_checkpoint: a trained Net12 to refine (a checkpoint path or models:/net12@ALIAS)")
         if problems:
@@ -240,6 +245,23 @@ def _restore(model: nn.Module, optimizer, scheduler, state: dict, where: str) ->
     return int(state["epoch"]) + 1
 
 
+def parameter_groups(model: nn.Module, lr: float, multipliers: dict[str, float]) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: each trainable parameter learns at ``lr`` times the
+    multiplier of the longest prefix of its name in ``multipliers`` (e.g. ``{"features.": 0.1,
+    "coarse.": 10}``: pretrained layers slower, new ones faster, as the papers train), 1 when none
+    matches. A prefix that names no trainable parameter is an error: it would silently do nothing."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    unused = [prefix for prefix in multipliers if not any(name.startswith(prefix) for name, _ in named)]
+    if unused:
+        raise ValueError(f"lr_multipliers: {unused} match no trainable parameter of {model.name}; its layers are "
+                         f"{sorted({name.rsplit('.', 2)[0] for name, _ in named})}")
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, parameter in named:
+        prefix = max((p for p in multipliers if name.startswith(p)), key=len, default=None)
+        groups.setdefault(float(multipliers[prefix]) if prefix else 1.0, []).append(parameter)
+    return [{"params": params, "lr": lr * multiplier, "multiplier": multiplier} for multiplier, params in groups.items()]
+
+
 def checkpoint_due(epoch: int, epochs: int, every: int, new_best: bool) -> bool:
     """Whether ``train`` checkpoints after ``epoch`` (0-based): at a new best (what a run or a trial
     keeps), at the last epoch, and every ``every`` epochs, which bounds what a resumed run retrains."""
@@ -304,10 +326,7 @@ def train(
     model_cfg = dict(model.config)
     loss_fn = loss_for_model(config.model, grad_weight=config.grad_weight)
     optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
+        parameter_groups(model, config.lr, config.lr_multipliers), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
     start_epoch, history, best_epoch = 0, [], -1
@@ -338,7 +357,7 @@ def train(
 
     for epoch in range(start_epoch, config.epochs):
         sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
+        lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["multiplier"]  # the base rate (what is searched)
         model.train()
         started = time.perf_counter()
         loss_sum, images = torch.zeros((), device=device), 0

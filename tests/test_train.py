@@ -10,7 +10,16 @@ import torch
 from conftest import TINY
 from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint
 from depthtune.metrics import METRIC_NAMES
-from depthtune.train import TrainConfig, checkpoint_due, data_splits, evaluate, evaluation_loader, train
+from depthtune.models import build
+from depthtune.train import (
+    TrainConfig,
+    checkpoint_due,
+    data_splits,
+    evaluate,
+    evaluation_loader,
+    parameter_groups,
+    train,
+)
 
 
 def _config(model="net12", **overrides) -> TrainConfig:
@@ -171,3 +180,29 @@ def test_non_finite_predictions_are_called_divergence(synthetic_arrays, log_dept
     loader = evaluation_loader(synthetic_arrays, splits, "val", "net12", dict(TINY["net12"]), batch_size=4)
     with pytest.raises(FloatingPointError, match="not finite: it diverged"):
         evaluate(_Diverged(log_depth), loader, torch.device("cpu"))
+
+
+def test_per_layer_learning_rates_reach_the_optimizer_and_the_weights(tmp_path, synthetic_arrays):
+    """lr_multipliers scale the searched rate per layer: a scale 1 at a near-zero rate barely moves while the
+    fusion layers learn at the base rate, and the logged lr is the base rate."""
+    model = build("net12", **TINY["net12"])
+    groups = {g["multiplier"]: g for g in parameter_groups(model, 0.02, {"features.": 0.1, "coarse.": 10})}
+    assert {m: g["lr"] for m, g in groups.items()} == pytest.approx({0.1: 0.002, 10.0: 0.2, 1.0: 0.02})
+    named = dict(model.named_parameters())
+    assert {id(p) for p in groups[0.1]["params"]} == {id(p) for n, p in named.items() if n.startswith("features.")}
+    with pytest.raises(ValueError, match=r"lr_multipliers: \['encoder.'\] match no trainable parameter of net12"):
+        parameter_groups(model, 0.02, {"encoder.": 0.1})
+    with pytest.raises(ValueError, match=r"lr_multipliers\['features.'\]=0: expected a number > 0"):
+        _config(lr_multipliers={"features.": 0})
+
+    torch.manual_seed(11)  # train() seeds with the config's seed before it builds the model
+    start = build("net12", **TINY["net12"])
+    reported = []
+    result = train(_config(epochs=1, lr_multipliers={"features.": 1e-9}), tmp_path / "slow", arrays=synthetic_arrays,
+                   on_epoch=lambda m, d, _model: reported.append(m))
+    trained = load_checkpoint(result.last_checkpoint)["model"]
+    initial = start.state_dict()
+    moved = {name: float((trained[name] - initial[name]).abs().max()) for name in initial if name.endswith("weight")}
+    assert max(v for n, v in moved.items() if n.startswith("features.")) < 1e-6
+    assert min(v for n, v in moved.items() if n.startswith("fuse.")) > 1e-5
+    assert reported[0]["lr"] == pytest.approx(0.01)
