@@ -322,6 +322,7 @@ def register_winner(
         selection=(config.metric, winner.val_metrics[config.metric]), test_metrics=winner.test_metrics, protocol=protocol,
         tags={
             "sweep_run_id": sweep_run_id, "run_id": winner.run_id, "trial_id": winner.trial_id, "data_sha256": data_sha256,
+            "profile": config.profile,
             **{f"param_{k}": str(v) for k, v in winner.params.items()},
             **{key.removeprefix("depthtune."): value for key, value in lineage.items()},
         },

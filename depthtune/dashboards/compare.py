@@ -72,7 +72,7 @@ def measured_description(entry: ModelEntry, protocol: dict, evaluation: str = "e
     used = PROTOCOLS[evaluation]
     return (
         f"measured here; trained from scratch on {Path(config.data or '?').name} ({protocol.get('split', '?')}), "
-        f"input {size}, width {module.config.get('width', 1.0)}, {config.epochs} epochs; evaluated on "
+        f"{entry.profile} profile, input {size}, width {module.config.get('width', 1.0)}, {config.epochs} epochs; evaluated on "
         f"{protocol.get('test_frames', '?')} test frames, {used.crop} crop, depth cap {used.max_depth} m, "
         f"{'per-image means' if used.pooling == 'images' else 'pooled over pixels'} ({evaluation} protocol)"
     )

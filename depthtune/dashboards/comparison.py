@@ -38,7 +38,8 @@ SHOWN_IMAGES = 6
 
 @dataclass
 class ModelEntry:
-    """A registered version with what it was evaluated under and the trial config that trained it."""
+    """A registered version with what it was evaluated under, the trial config that trained it and
+    the sweep's model-size profile (``cpu``, ``paper``)."""
 
     label: str
     name: str
@@ -46,6 +47,7 @@ class ModelEntry:
     protocol: dict
     train_config: TrainConfig
     predictor: DepthPredictor
+    profile: str = "unknown"
 
     @property
     def parameters(self) -> int:
@@ -89,7 +91,9 @@ def load_entry(client: MlflowClient, uri: str, reference: str) -> ModelEntry:
         train_config = TrainConfig.from_dict(json.loads(Path(config_file).read_text()), where=f"{reference}: trial_config.json")
     predictor = load_model(f"{name}/{found.version}", tracking_uri=uri, device=str(pick_device("auto")))
     label = f"{name} v{found.version}" + (f" (@{alias})" if alias else "")
-    return ModelEntry(label, name, str(found.version), json.loads(found.tags[PROTOCOL_TAG]), train_config, predictor)
+    return ModelEntry(
+        label, name, str(found.version), json.loads(found.tags[PROTOCOL_TAG]), train_config, predictor, found.tags.get("profile", "unknown")
+    )
 
 
 def check_same_protocol(entries: list[ModelEntry]) -> dict:
