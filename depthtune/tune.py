@@ -14,6 +14,7 @@ import os
 import platform
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -587,9 +588,10 @@ def summary_text(outcome: SweepOutcome, config: SweepConfig) -> str:
     if config.tracking_uri and config.tracking_uri.startswith(("http://", "https://")):
         ui = f"open {config.tracking_uri} (the tracking server's UI; from a laptop through an SSH tunnel, docs/cluster.md)"
     elif config.tracking_uri:
-        ui = f"mlflow ui --backend-store-uri {config.tracking_uri}   (then open http://127.0.0.1:5000)"
+        ui = f"{sys.executable} -m mlflow ui --backend-store-uri {config.tracking_uri}   (then open http://127.0.0.1:5000)"
     else:
-        ui = f"cd {Path.cwd()} && mlflow ui   (then open http://127.0.0.1:5000)"
+        # this interpreter's mlflow: the command works in a shell where the environment is not activated
+        ui = f"cd {Path.cwd()} && {sys.executable} -m mlflow ui   (then open http://127.0.0.1:5000)"
     return "\n".join(
         [
             f"sweep {config.experiment_name}: {outcome.trials} trials, results in {outcome.results_path}",
