@@ -109,8 +109,8 @@ class Net12(nn.Module):
     on the grid of the unpadded scale-2 convolution: ``output_region`` says which part of the input
     it covers, so targets are sampled and predictions placed where each cell looks.
     `batch_norm=True` (the default) adds BatchNorm after every hidden conv, which the paper did not
-    have: deep plain conv stacks trained from scratch with SGD learn slowly without it (DESIGN.md
-    field notes: plain SGD underfit on CPU).
+    have: deep plain conv stacks trained from scratch with SGD learn slowly without it (plain SGD
+    underfit in a few minutes of CPU training, while the paper starts its VGG layers from ImageNet).
     """
 
     name = "net12"
@@ -173,8 +173,8 @@ class Net3(nn.Module):
 
     Output = Net12 log-depth resampled onto Net3's grid (1x109x147 for 3x228x304) + a learned residual
     whose last conv starts at zero, so an untrained Net3 reproduces its Net12 exactly and training
-    can only refine it: refinement nets trained from scratch on CPU did not beat the coarse net
-    (DESIGN.md, field notes). The Net12 is frozen (`requires_grad_(False)` on the instance given),
+    can only refine it: a refinement net trained from scratch at low resolution on the CPU did not
+    beat the coarse net it refined within minutes of training. The Net12 is frozen (`requires_grad_(False)` on the instance given),
     always runs in eval mode without autograd, and its weights stay in `state_dict()` under
     `net12.`. `init_depth` sets the depth of a Net12 built here when `net12_config` names none.
     """
