@@ -14,6 +14,9 @@ if [ ! -f "$stamp" ] || [ "$repo_root/pyproject.toml" -nt "$stamp" ]; then
         python3 -m venv "$venv" &&
         "$venv/bin/python" -m pip install --upgrade pip &&
         "$venv/bin/python" -m pip install "${DEPTHTUNE_TORCH:-torch==2.13.0}" &&
+        # the tests read torchvision's vgg16/resnet50 definitions (tests/torchvision_source.py); only
+        # the release made for torch 2.13.0, without dependencies, so that torch is never replaced
+        if [ -z "${DEPTHTUNE_TORCH:-}" ]; then "$venv/bin/python" -m pip install --no-deps torchvision==0.28.0; fi &&
         "$venv/bin/python" -m pip install -e "$repo_root[dev]"
     } >"$log" 2>&1; then
         tail -n 40 "$log" >&2

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torchvision_source import torchvision_models
 
 from depthtune.models import FCRN, MODEL_NAMES, Net3, Net12, build, output_size
-from depthtune.models.fcrn import ResNetEncoder, load_encoder_weights
+from depthtune.models.fcrn import ResNetEncoder, UpProjection, unpool2x
 from depthtune.models.geometry import chain_span
+from depthtune.models.pretrained import load_resnet50_encoder
 
 PAPER_INPUT = (228, 304)
 PAPER_OUTPUT = {"net12": (55, 74), "net3": (109, 147), "fcrn": (128, 160)}
@@ -41,32 +43,6 @@ def small_config(name: str, input_size: tuple[int, int] = SMALL, width: float = 
 def shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     """state_dict key -> tensor shape."""
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def torchvision_resnet50_keys() -> list[str]:
-    """torchvision resnet50 state_dict keys, written out from its naming pattern (no torchvision import)."""
-    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
-    keys = ["conv1.weight"] + [f"bn1.{s}" for s in bn]
-    for stage, count in enumerate((3, 4, 6, 3), start=1):
-        for block in range(count):
-            prefix = f"layer{stage}.{block}"
-            for i in (1, 2, 3):
-                keys.append(f"{prefix}.conv{i}.weight")
-                keys += [f"{prefix}.bn{i}.{s}" for s in bn]
-            if block == 0:
-                keys.append(f"{prefix}.downsample.0.weight")
-                keys += [f"{prefix}.downsample.1.{s}" for s in bn]
-    return keys + ["fc.weight", "fc.bias"]
-
-
-def torchvision_like_state_dict(model: FCRN) -> dict[str, torch.Tensor]:
-    """Random tensors under torchvision's resnet50 keys with the shapes of `model`'s encoder, plus fc.*."""
-    encoder = {k: v.shape for k, v in model.encoder.state_dict().items()}
-    sd = {k: torch.randn(encoder[k]) for k in torchvision_resnet50_keys() if not k.startswith("fc.")}
-    sd.update({k: torch.randint(0, 100, ()) for k in sd if k.endswith("num_batches_tracked")})
-    sd["fc.weight"] = torch.randn(1000, 2048)
-    sd["fc.bias"] = torch.randn(1000)
-    return sd
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -168,11 +144,20 @@ def test_batch_items_are_independent_in_eval(name: str) -> None:
     torch.testing.assert_close(whole, single, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["net12", "fcrn"])
-def test_final_bias_is_log_init_depth(name: str) -> None:
-    model = build(name, **small_config(name), init_depth=4.0)
-    final = model.fuse[-1] if name == "net12" else model.head[-1]
-    torch.testing.assert_close(final.bias, torch.full((1,), math.log(4.0)))
+@pytest.mark.parametrize(
+    ("name", "cfg", "bias"),
+    [
+        ("net12", {}, math.log(4.0)),
+        ("net3", {"residual": False}, math.log(4.0)),
+        ("net3", {"residual": True}, 0.0),  # adds to the Net12's log-depth
+        ("fcrn", {"predicts": "depth"}, 4.0),
+        ("fcrn", {"predicts": "log_depth"}, math.log(4.0)),
+    ],
+)
+def test_output_starts_at_init_depth(name: str, cfg: dict, bias: float) -> None:
+    model = build(name, **small_config(name), **cfg, init_depth=4.0)
+    final = model.head[-1] if name == "fcrn" else model.output
+    torch.testing.assert_close(final.bias, torch.full((1,), bias))
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -193,8 +178,9 @@ def test_width_scales_channels() -> None:
 
 @pytest.fixture
 def net3() -> Net3:
+    """A CPU-size Net3 in the project's variant (BatchNorm, residual start) on a BatchNorm Net12."""
     torch.manual_seed(0)
-    return Net3(width=0.25, net12_config={"input_size": list(SMALL), "width": 0.25})
+    return Net3(width=0.25, batch_norm=True, residual=True, net12_config={"input_size": list(SMALL), "width": 0.25, "batch_norm": True})
 
 
 def _resample_axis(values: np.ndarray, src: tuple[float, float], dst: tuple[float, float], n: int) -> np.ndarray:
@@ -204,7 +190,7 @@ def _resample_axis(values: np.ndarray, src: tuple[float, float], dst: tuple[floa
     return np.stack([np.interp(index, np.arange(values.shape[-1]), row) for row in values.reshape(-1, values.shape[-1])]).reshape(*values.shape[:-1], n)
 
 
-def test_net3_untrained_equals_net12_resampled_onto_its_grid(net3: Net3) -> None:
+def test_residual_net3_untrained_equals_net12_resampled_onto_its_grid(net3: Net3) -> None:
     net3.train()
     x = torch.randn(2, 3, *SMALL)
     out = net3(x)
@@ -217,7 +203,7 @@ def test_net3_untrained_equals_net12_resampled_onto_its_grid(net3: Net3) -> None
     torch.testing.assert_close(out.double(), torch.from_numpy(both), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("layers", [((9, 2, 0), (2, 2, 0)), ((9, 2, 0), (2, 1, 0)), ((3, 1, 1), (3, 2, 1))])
+@pytest.mark.parametrize("layers", [((9, 2, 1), (3, 2, 0)), ((9, 2, 1), (3, 1, 0)), ((9, 2, 0), (2, 2, 0)), ((3, 1, 1), (3, 2, 1))])
 def test_output_region_is_where_output_cells_look(layers) -> None:
     """Brute force: the centre of the input pixels that reach an output cell."""
     size = 57
@@ -247,7 +233,7 @@ def test_net3_keeps_net12_frozen_and_in_eval(net3: Net3) -> None:
     assert all(p.grad is None for p in net3.net12.parameters())
     own = [p for n, p in net3.named_parameters() if not n.startswith("net12.")]
     assert own and all(p.requires_grad and p.grad is not None for p in own)
-    assert net3.refine[-1].weight.grad.abs().sum() > 0
+    assert net3.output.weight.grad.abs().sum() > 0
     for k, v in net3.net12.state_dict().items():
         torch.testing.assert_close(v, before[k])  # BatchNorm running stats untouched too
     net3.eval()
@@ -272,25 +258,22 @@ def test_build_net3_uses_given_net12() -> None:
     assert model.config["net12_config"] == net12.config
 
 
-def test_fcrn_encoder_names_match_torchvision() -> None:
-    with torch.device("meta"):
-        model = build("fcrn")
-    expected = [k for k in torchvision_resnet50_keys() if not k.startswith("fc.")]
-    assert list(model.encoder.state_dict()) == expected
-
-
 @pytest.fixture(scope="module")
-def resnet50_file(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
-    """A torchvision-style ResNet-50 state_dict file with random weights, and its contents."""
-    with torch.device("meta"):
-        model = build("fcrn")
-    sd = torchvision_like_state_dict(model)
-    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
-    torch.save(sd, path)
-    return path, sd
+def imagenet_files(tmp_path_factory) -> dict[str, tuple[Path, dict[str, torch.Tensor]]]:
+    """torchvision's vgg16, vgg16_bn and resnet50 as freshly initialised by torchvision (random,
+    not ImageNet: the keys, shapes and layout are what matter), saved as state dict files."""
+    folder = tmp_path_factory.mktemp("imagenet")
+    files = {}
+    with torchvision_models() as tv:
+        for name in ("vgg16", "vgg16_bn", "resnet50"):
+            torch.manual_seed(0)
+            sd = getattr(tv, name)().state_dict()
+            torch.save(sd, folder / f"{name}.pth")
+            files[name] = (folder / f"{name}.pth", sd)
+    return files
 
 
-def save_variant(tmp_path: Path, name: str, sd: dict[str, torch.Tensor]) -> Path:
+def save_variant(tmp_path: Path, name: str, sd) -> Path:
     """Save `sd` as tmp_path/name and return the path."""
     path = tmp_path / name
     torch.save(sd, path)
@@ -303,52 +286,91 @@ def meta_encoder() -> ResNetEncoder:
         return ResNetEncoder()
 
 
-def test_fcrn_loads_torchvision_state_dict(resnet50_file) -> None:
-    path, sd = resnet50_file
-    loaded = build("fcrn", input_size=SMALL, encoder_weights=str(path))
-    for k, v in loaded.encoder.state_dict().items():
-        torch.testing.assert_close(v, sd[k])
-    assert "encoder_weights" not in loaded.config
+def predictions_change(name: str, path: Path, **cfg) -> tuple[nn.Module, bool]:
+    """Build `name` at paper width with and without `path` from the same seed; whether the loaded
+    weights change its predictions on the same input."""
+    x = torch.randn(1, 3, *SMALL)
+    torch.manual_seed(0)
+    plain = build(name, input_size=SMALL, **cfg).eval()
+    torch.manual_seed(0)
+    loaded = build(name, input_size=SMALL, encoder_weights=str(path), **cfg).eval()
+    with torch.no_grad():
+        return loaded, not torch.allclose(plain(x), loaded(x))
+
+
+@pytest.mark.parametrize(("file", "batch_norm"), [("vgg16", False), ("vgg16_bn", True)])
+def test_net12_loads_torchvision_vgg16_into_scale1(imagenet_files, file: str, batch_norm: bool) -> None:
+    path, sd = imagenet_files[file]
+    model, changed = predictions_change("net12", path, batch_norm=batch_norm)
+    own = model.features.state_dict()
+    assert {f"features.{k}" for k in own} == {k for k in sd if k.startswith("features.")}  # nothing missing, nothing extra
+    for key, value in own.items():
+        torch.testing.assert_close(value, sd[f"features.{key}"])
+    assert changed
+    assert "encoder_weights" not in model.config
+
+
+def test_fcrn_loads_torchvision_resnet50_into_its_encoder(imagenet_files) -> None:
+    path, sd = imagenet_files["resnet50"]
+    model, changed = predictions_change("fcrn", path)
+    own = model.encoder.state_dict()
+    assert set(own) == {k for k in sd if not k.startswith("fc.")}  # nothing missing, nothing extra
+    for key, value in own.items():
+        torch.testing.assert_close(value, sd[key])
+    assert changed
+    assert "encoder_weights" not in model.config
     with torch.device("meta"):
-        assert shapes(build("fcrn", **loaded.config)) == shapes(loaded)
+        assert shapes(build("fcrn", **model.config)) == shapes(model)
 
 
-def test_fcrn_loads_file_without_num_batches_tracked(resnet50_file, tmp_path) -> None:
-    _, sd = resnet50_file
+def test_fcrn_loads_file_without_num_batches_tracked(imagenet_files, tmp_path) -> None:
+    _, sd = imagenet_files["resnet50"]
     old = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     encoder = ResNetEncoder()
-    load_encoder_weights(encoder, save_variant(tmp_path, "old_resnet50.pth", old))
+    load_resnet50_encoder(encoder, save_variant(tmp_path, "old_resnet50.pth", old))
     torch.testing.assert_close(encoder.layer4[2].conv3.weight, sd["layer4.2.conv3.weight"])
 
 
-def test_fcrn_missing_weights_file(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+def test_missing_weights_file_is_named(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="fcrn: encoder_weights file .*nope.pth"):
         FCRN(input_size=SMALL, encoder_weights=tmp_path / "nope.pth")
+    with pytest.raises(FileNotFoundError, match="net12: encoder_weights file .*nope.pth"):
+        Net12(input_size=SMALL, encoder_weights=tmp_path / "nope.pth")
 
 
-def test_fcrn_weights_wrong_width(resnet50_file) -> None:
-    path, _ = resnet50_file
+def test_wrong_file_for_the_model_is_a_clear_error(imagenet_files) -> None:
+    vgg, _ = imagenet_files["vgg16"]
+    resnet, _ = imagenet_files["resnet50"]
+    with pytest.raises(ValueError, match=r"fcrn: .*vgg16\.pth.*expected torchvision's resnet50.*missing keys.*conv1\.weight"):
+        FCRN(input_size=SMALL, encoder_weights=vgg)
+    with pytest.raises(ValueError, match=r"net12: .*resnet50\.pth.*expected torchvision's vgg16 .*missing keys.*features\.0\.weight"):
+        Net12(input_size=SMALL, encoder_weights=resnet)
+    with pytest.raises(ValueError, match=r"net12: .*vgg16\.pth.*vgg16_bn.*batch_norm=True.*missing keys.*features\.1\.weight"):
+        Net12(input_size=SMALL, batch_norm=True, encoder_weights=vgg)
     with pytest.raises(ValueError, match=r"resnet50\.pth.*shape mismatches.*conv1\.weight"):
-        FCRN(input_size=SMALL, width=0.25, encoder_weights=path)
+        FCRN(input_size=SMALL, width=0.25, encoder_weights=resnet)
 
 
-def test_fcrn_weights_bad_keys(resnet50_file, tmp_path) -> None:
-    _, sd = resnet50_file
+def test_weights_with_bad_keys_copy_nothing(imagenet_files, tmp_path) -> None:
+    _, sd = imagenet_files["resnet50"]
     missing = {k: v for k, v in sd.items() if k != "layer2.1.conv2.weight"}
     with pytest.raises(ValueError, match=r"broken\.pth.*missing keys.*layer2\.1\.conv2\.weight"):
-        load_encoder_weights(meta_encoder(), save_variant(tmp_path, "broken.pth", missing))
+        load_resnet50_encoder(meta_encoder(), save_variant(tmp_path, "broken.pth", missing))
     extra = {**sd, "layer5.0.conv1.weight": torch.zeros(1)}
+    encoder = ResNetEncoder()
+    before = encoder.conv1.weight.clone()
     with pytest.raises(ValueError, match=r"extra\.pth.*unexpected keys.*layer5\.0\.conv1\.weight"):
-        load_encoder_weights(meta_encoder(), save_variant(tmp_path, "extra.pth", extra))
+        load_resnet50_encoder(encoder, save_variant(tmp_path, "extra.pth", extra))
+    torch.testing.assert_close(encoder.conv1.weight, before)
 
 
-def test_fcrn_weights_not_a_state_dict(tmp_path) -> None:
+def test_weights_file_that_is_not_a_state_dict(tmp_path) -> None:
     path = tmp_path / "garbage.pth"
     path.write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="garbage.pth"):
-        load_encoder_weights(meta_encoder(), path)
-    with pytest.raises(ValueError, match=r"list\.pth.*expected a torchvision ResNet-50 state_dict"):
-        load_encoder_weights(meta_encoder(), save_variant(tmp_path, "list.pth", [torch.zeros(1)]))
+    with pytest.raises(ValueError, match="garbage.pth.*could not be read"):
+        load_resnet50_encoder(meta_encoder(), path)
+    with pytest.raises(ValueError, match=r"list\.pth.*holds list; expected torchvision's resnet50"):
+        load_resnet50_encoder(meta_encoder(), save_variant(tmp_path, "list.pth", [torch.zeros(1)]))
 
 
 def test_unknown_model_name() -> None:
@@ -418,3 +440,65 @@ def test_fast_up_projection_is_unpool_then_conv5_with_the_same_weights(shape) ->
     grads_fast = torch.autograd.grad((fast * probe).sum(), (x, weight))
     for got, want in zip(grads_fast, grads_naive):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+
+
+def test_up_projection_module_equals_naive_unpool_then_convolutions() -> None:
+    """The fast UpProjection computes Laina's naive block (unpool, 5x5 conv, ...) with the same weights."""
+    torch.manual_seed(2)
+    block = UpProjection(6, 4).eval()
+    for bn in (block.bn1, block.bn2, block.bn_proj):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 6, 5, 7)
+    with torch.no_grad():
+        u = unpool2x(x)
+        branch = block.bn2(block.conv2(torch.relu(block.bn1(nn.functional.conv2d(u, block.conv1.weight, padding=2)))))
+        naive = torch.relu(branch + block.bn_proj(nn.functional.conv2d(u, block.proj.weight, padding=2)))
+        torch.testing.assert_close(block(x), naive, atol=1e-5, rtol=1e-5)
+
+
+# The papers' tables, written out from the papers (not from this code): (kind, kernel, stride,
+# channels, output h x w) for a 3x228x304 input. Eigen & Fergus 2015, architecture table, VGG
+# version for depth: scale 1 = VGG-16's convolutions, full1 4096, full2 64 maps of 14x19 (17024);
+# scale 2 = conv_s2_1 96 9x9 /2, pool_s2_1 3x3 /2 -> 55x74, three 64 5x5, output 5x5; scale 3 =
+# conv_s3_1 64 9x9 /2, pool_s3_1 3x3 /1 -> 109x147, two 64 5x5, output 5x5.
+VGG16_PAPER = [
+    row
+    for stage, (channels, size) in enumerate([(64, (228, 304)), (128, (114, 152)), (256, (57, 76)), (512, (28, 38)), (512, (14, 19))])
+    for row in [("conv", 3, 1, channels, size)] * (2 if stage < 2 else 3) + [("pool", 2, 2, channels, (size[0] // 2, size[1] // 2))]
+]
+EIGEN_NET12 = VGG16_PAPER + [
+    ("full", None, None, 4096, None),
+    ("full", None, None, 64 * 14 * 19, None),
+    ("conv", 9, 2, 96, (111, 149)),
+    ("pool", 3, 2, 96, (55, 74)),
+    *[("conv", 5, 1, 64, (55, 74))] * 3,
+    ("conv", 5, 1, 1, (55, 74)),
+]
+EIGEN_NET3 = [("conv", 9, 2, 64, (111, 149)), ("pool", 3, 1, 64, (109, 147)), *[("conv", 5, 1, 64, (109, 147))] * 2, ("conv", 5, 1, 1, (109, 147))]
+# Laina et al. 2016, figure 1: ResNet-50 (conv 7x7 64 /2, max pool 3x3 /2, 3-4-6-3 residual blocks of
+# 256-512-1024-2048), conv 1x1 1024, up-projections to 512, 256, 128, 64, conv 3x3 to depth 128x160.
+LAINA_FCRN = [
+    ("conv", 7, 2, 64, (114, 152)),
+    ("pool", 3, 2, 64, (57, 76)),
+    *[
+        ("res-block", 3, 2 if block == 0 and stage > 0 else 1, channels, size)
+        for stage, (count, channels, size) in enumerate([(3, 256, (57, 76)), (4, 512, (29, 38)), (6, 1024, (15, 19)), (3, 2048, (8, 10))])
+        for block in range(count)
+    ],
+    ("conv", 1, 1, 1024, (8, 10)),
+    *[("up-projection", 5, None, c, (8 * 2**i, 10 * 2**i)) for i, c in enumerate((512, 256, 128, 64), start=1)],
+    ("conv", 3, 1, 1, (128, 160)),
+]
+
+
+@pytest.mark.parametrize(("name", "paper"), [("net12", EIGEN_NET12), ("net3", EIGEN_NET3), ("fcrn", LAINA_FCRN)])
+def test_paper_profile_is_the_papers_table_layer_for_layer(name: str, paper: list) -> None:
+    from depthtune.models.layers import layer_rows
+    from depthtune.profiles import model_setup
+
+    with torch.device("meta"):
+        model = build(name, **model_setup("paper", name).model_cfg)
+    rows = [(r.kind, r.kernel, r.stride, r.channels, r.output_size) for r in layer_rows(model, skip=("net12.",))]
+    assert rows == paper
+    assert not any(isinstance(m, nn.BatchNorm2d) for n, m in model.named_modules() if name != "fcrn" and not n.startswith("net12."))

@@ -11,11 +11,12 @@ from torch import nn
 from .eigen import Net3, Net12, check_config_keys
 from .fcrn import FCRN
 from .geometry import Region
+from .outputs import PREDICTS, to_depth
 
 MODEL_NAMES: tuple[str, ...] = ("net12", "net3", "fcrn")
 _CONSTRUCTORS: dict[str, type[nn.Module]] = {"net12": Net12, "net3": Net3, "fcrn": FCRN}
 
-__all__ = ["FCRN", "MODEL_NAMES", "Net3", "Net12", "Geometry", "build", "geometry", "output_size"]
+__all__ = ["FCRN", "MODEL_NAMES", "PREDICTS", "Net3", "Net12", "Geometry", "build", "geometry", "output_size", "to_depth"]
 
 
 def _constructor(name: str) -> type[nn.Module]:
@@ -56,8 +57,7 @@ def geometry(name: str, **cfg: Any) -> Geometry:
         if not isinstance(net12, Net12):
             raise ValueError(f"net3: net12={type(net12).__name__} is not valid; expected a Net12")
         cfg["net12_config"] = net12.config
-    if name == "fcrn":
-        cfg.pop("encoder_weights", None)
+    cfg.pop("encoder_weights", None)
     with torch.device("meta"):
         model = cls(**cfg).eval()
         h, w = model.input_size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import operator
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .geometry import chain_region, region_theta
+from .pretrained import load_vgg16_features
 
 DEFAULT_INPUT_SIZE: tuple[int, int] = (228, 304)
 DEFAULT_INIT_DEPTH: float = 2.5
@@ -24,8 +26,21 @@ VGG16_STAGES: tuple[tuple[int, ...], ...] = (
     (512, 512, 512),
 )
 NET12_MIN_SIDE = 32  # the VGG stack halves the input five times
-SCALE2_LAYERS = ((9, 2, 0), (2, 2, 0))  # conv 9x9 stride 2, max-pool 2x2: the grid of Net12's output
-SCALE3_LAYERS = ((9, 2, 0), (2, 1, 0))  # conv 9x9 stride 2, max-pool 2x2 stride 1: Net3's grid
+SCALE2_LAYERS = ((9, 2, 1), (3, 2, 0))  # conv_s2_1 9x9 stride 2 pad 1, pool_s2_1 3x3 stride 2: Net12's grid
+SCALE3_LAYERS = ((9, 2, 1), (3, 1, 0))  # conv_s3_1 9x9 stride 2 pad 1, pool_s3_1 3x3 stride 1: Net3's grid
+# Parameter groups by the paper's layer names (for per-layer learning rates): name -> module prefixes.
+NET12_LAYER_GROUPS: dict[str, tuple[str, ...]] = {
+    "scale1_convs": ("features.",),
+    "scale1_full": ("coarse.",),
+    "scale2_first": ("scale2.",),
+    "scale2_hidden": ("fuse.",),
+    "scale2_output": ("output.",),
+}
+NET3_LAYER_GROUPS: dict[str, tuple[str, ...]] = {
+    "scale3_first": ("scale3.",),
+    "scale3_hidden": ("refine.",),
+    "scale3_output": ("output.",),
+}
 
 
 def scaled(n: int, width: float) -> int:
@@ -70,10 +85,12 @@ def check_positive(model: str, key: str, value: float) -> float:
 
 
 def conv_block(
-    cin: int, cout: int, kernel: int, batch_norm: bool, stride: int = 1, padding: int = 0
+    cin: int, cout: int, kernel: int, batch_norm: bool, stride: int = 1, padding: int = 0, bias: bool | None = None
 ) -> list[nn.Module]:
-    """Return conv (+ BatchNorm) + ReLU layers; the conv has no bias when BatchNorm follows it."""
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=not batch_norm)]
+    """Return conv (+ BatchNorm) + ReLU layers; by default the conv has no bias when BatchNorm follows it."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=not batch_norm if bias is None else bias)
+    ]
     if batch_norm:
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.ReLU(inplace=True))
@@ -81,13 +98,14 @@ def conv_block(
 
 
 def vgg16_features(width: float, batch_norm: bool) -> nn.Sequential:
-    """Return the 13-conv, 5-pool VGG-16 feature stack with channels scaled by `width`."""
+    """Return the 13-conv, 5-pool VGG-16 feature stack with channels scaled by `width`, laid out as
+    torchvision's ``vgg16().features`` (``vgg16_bn`` with `batch_norm`), so that ImageNet weights load."""
     layers: list[nn.Module] = []
     cin = 3
     for stage in VGG16_STAGES:
         for channels in stage:
             cout = scaled(channels, width)
-            layers += conv_block(cin, cout, 3, batch_norm, padding=1)
+            layers += conv_block(cin, cout, 3, batch_norm, padding=1, bias=True)
             cin = cout
         layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)
@@ -103,24 +121,32 @@ def check_image_batch(model: str, x: torch.Tensor, input_size: tuple[int, int]) 
 
 
 class Net12(nn.Module):
-    """Scales 1+2 of Eigen & Fergus (2015): VGG-16 coarse net + scale-2 conv net, image -> log-depth.
+    """Scales 1+2 of Eigen & Fergus (2015), VGG version, layer for layer (docs/models.md has the
+    table): image -> log-depth at 1x55x74 for 3x228x304.
 
-    Output is log-depth (metres = exp(output)) at about 1/4 of the input (1x55x74 for 3x228x304),
-    on the grid of the unpadded scale-2 convolution: ``output_region`` says which part of the input
-    it covers, so targets are sampled and predictions placed where each cell looks.
-    `batch_norm=True` (the default) adds BatchNorm after every hidden conv, which the paper did not
-    have: deep plain conv stacks trained from scratch with SGD learn slowly without it (plain SGD
-    underfit in a few minutes of CPU training, while the paper starts its VGG layers from ImageNet).
+    Scale 1 is VGG-16's 13 convolutions (``features``, ImageNet weights from `encoder_weights`, a
+    local torchvision ``vgg16`` state dict), then full1 (4096, ReLU, dropout 0.5) and full2
+    (64 maps of 1/16 of the input, ReLU), upsampled to scale 2's grid. Scale 2 is conv_s2_1 (96,
+    9x9, stride 2) + pool_s2_1 (3x3, stride 2), concatenated with scale 1's 64 maps, three 5x5
+    convs of 64 (``fuse``) and a 5x5 conv to log-depth (``output``). The output grid is that of
+    conv_s2_1 and pool_s2_1, which do not pad to the input's size: ``output_region`` says which
+    part of the input it covers.
+    `batch_norm=True` is the project's variant (BatchNorm after every hidden conv, which the paper
+    does not have): trained from scratch for minutes on a CPU, the plain stack barely moves from
+    its initial constant, where the paper starts scale 1 from ImageNet.
     """
 
     name = "net12"
+    predicts = "log_depth"
+    layer_groups = NET12_LAYER_GROUPS
 
     def __init__(
         self,
         input_size: Sequence[int] = DEFAULT_INPUT_SIZE,
         width: float = 1.0,
         init_depth: float = DEFAULT_INIT_DEPTH,
-        batch_norm: bool = True,
+        batch_norm: bool = False,
+        encoder_weights: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         self.input_size = check_input_size(self.name, input_size, NET12_MIN_SIDE)
@@ -137,21 +163,28 @@ class Net12(nn.Module):
             nn.ReLU(inplace=True),
             nn.Dropout(0.5),
             nn.Linear(scaled(4096, width), coarse_channels * self.coarse_grid[0] * self.coarse_grid[1]),
+            nn.ReLU(inplace=True),
         )
         scale2_channels = scaled(96, width)
         hidden = scaled(64, width)
-        self.scale2 = nn.Sequential(*conv_block(3, scale2_channels, 9, self.batch_norm, stride=2), nn.MaxPool2d(2))
+        self.scale2 = nn.Sequential(
+            *conv_block(3, scale2_channels, 9, self.batch_norm, stride=2, padding=1), nn.MaxPool2d(3, stride=2)
+        )
         self.output_region = chain_region(SCALE2_LAYERS, self.input_size)
         self.fuse = nn.Sequential(
             *conv_block(scale2_channels + coarse_channels, hidden, 5, self.batch_norm, padding=2),
             *conv_block(hidden, hidden, 5, self.batch_norm, padding=2),
-            nn.Conv2d(hidden, 1, 5, padding=2),
+            *conv_block(hidden, hidden, 5, self.batch_norm, padding=2),
         )
-        nn.init.constant_(self.fuse[-1].bias, math.log(self.init_depth))
+        self.output = nn.Conv2d(hidden, 1, 5, padding=2)
+        nn.init.constant_(self.output.bias, math.log(self.init_depth))
+        if encoder_weights is not None:
+            load_vgg16_features(self.features, encoder_weights, self.batch_norm)
 
     @property
     def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-serialisable) that rebuild this architecture."""
+        """Constructor arguments (JSON-serialisable) that rebuild this architecture; loaded ImageNet
+        weights are not part of it: they live in the state dict."""
         return {
             "input_size": list(self.input_size),
             "width": self.width,
@@ -165,21 +198,28 @@ class Net12(nn.Module):
         coarse = self.coarse(self.features(x)).view(x.shape[0], -1, *self.coarse_grid)
         fine = self.scale2(x)
         coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        return self.fuse(torch.cat([fine, coarse], dim=1))
+        return self.output(self.fuse(torch.cat([fine, coarse], dim=1)))
 
 
 class Net3(nn.Module):
-    """Scale 3 of Eigen & Fergus (2015): refines a frozen Net12's log-depth to about 1/2 input resolution.
+    """Scale 3 of Eigen & Fergus (2015), layer for layer: refines a frozen Net12's log-depth to about
+    1/2 of the input resolution (1x109x147 for 3x228x304).
 
-    Output = Net12 log-depth resampled onto Net3's grid (1x109x147 for 3x228x304) + a learned residual
-    whose last conv starts at zero, so an untrained Net3 reproduces its Net12 exactly and training
-    can only refine it: a refinement net trained from scratch at low resolution on the CPU did not
-    beat the coarse net it refined within minutes of training. The Net12 is frozen (`requires_grad_(False)` on the instance given),
-    always runs in eval mode without autograd, and its weights stay in `state_dict()` under
-    `net12.`. `init_depth` sets the depth of a Net12 built here when `net12_config` names none.
+    conv_s3_1 (64, 9x9, stride 2) + pool_s3_1 (3x3, stride 1), concatenated with the Net12
+    log-depth resampled onto this grid, two 5x5 convs of 64 (``refine``) and a 5x5 conv to
+    log-depth (``output``), as the paper does. `residual=True` is the project's variant: the output
+    is the resampled Net12 log-depth plus ``output``'s, which starts at zero, so an untrained Net3
+    reproduces its Net12 and training can only refine it (a scale 3 trained from scratch at CPU
+    size did not beat the Net12 it refines within minutes). `batch_norm=True` adds BatchNorm after
+    the hidden convs, as in Net12's variant. The Net12 is frozen (`requires_grad_(False)` on the
+    instance given), always runs in eval mode without autograd, and its weights stay in
+    `state_dict()` under `net12.`. `init_depth` sets the depth of a Net12 built here when
+    `net12_config` names none.
     """
 
     name = "net3"
+    predicts = "log_depth"
+    layer_groups = NET3_LAYER_GROUPS
 
     def __init__(
         self,
@@ -187,12 +227,14 @@ class Net3(nn.Module):
         width: float = 1.0,
         init_depth: float = DEFAULT_INIT_DEPTH,
         net12_config: Mapping[str, Any] | None = None,
-        batch_norm: bool = True,
+        batch_norm: bool = False,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.width = check_positive(self.name, "width", width)
         self.init_depth = check_positive(self.name, "init_depth", init_depth)
         self.batch_norm = bool(batch_norm)
+        self.residual = bool(residual)
         if net12 is not None and net12_config is not None:
             raise ValueError(f"{self.name}: give either net12 (a Net12) or net12_config (a dict), not both")
         if net12 is None:
@@ -203,15 +245,20 @@ class Net3(nn.Module):
             raise ValueError(f"{self.name}: net12={type(net12).__name__} is not valid; expected a Net12")
         self.net12 = net12.requires_grad_(False).eval()
         hidden = scaled(64, width)
-        self.scale3 = nn.Sequential(*conv_block(3, hidden, 9, self.batch_norm, stride=2), nn.MaxPool2d(2, stride=1))
+        self.scale3 = nn.Sequential(
+            *conv_block(3, hidden, 9, self.batch_norm, stride=2, padding=1), nn.MaxPool2d(3, stride=1)
+        )
         self.output_region = chain_region(SCALE3_LAYERS, self.input_size)
         self.refine = nn.Sequential(
             *conv_block(hidden + 1, hidden, 5, self.batch_norm, padding=2),
             *conv_block(hidden, hidden, 5, self.batch_norm, padding=2),
-            nn.Conv2d(hidden, 1, 5, padding=2),
         )
-        nn.init.zeros_(self.refine[-1].weight)
-        nn.init.zeros_(self.refine[-1].bias)
+        self.output = nn.Conv2d(hidden, 1, 5, padding=2)
+        if self.residual:
+            nn.init.zeros_(self.output.weight)
+            nn.init.zeros_(self.output.bias)
+        else:
+            nn.init.constant_(self.output.bias, math.log(self.init_depth))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -225,6 +272,7 @@ class Net3(nn.Module):
             "width": self.width,
             "init_depth": self.init_depth,
             "batch_norm": self.batch_norm,
+            "residual": self.residual,
             "net12_config": self.net12.config,
         }
 
@@ -242,4 +290,5 @@ class Net3(nn.Module):
         theta = region_theta(self.output_region, self.net12.output_region).to(x.device).expand(x.shape[0], 2, 3)
         grid = F.affine_grid(theta, [x.shape[0], 1, *feats.shape[-2:]], align_corners=False)
         coarse = F.grid_sample(coarse, grid.to(coarse.dtype), mode="bilinear", padding_mode="border", align_corners=False)
-        return coarse + self.refine(torch.cat([feats, coarse], dim=1))
+        refined = self.output(self.refine(torch.cat([feats, coarse], dim=1)))
+        return coarse + refined if self.residual else refined

@@ -1,8 +1,7 @@
-"""FCRN of Laina et al. (2016): ResNet-50 encoder + up-projection decoder, image -> log-depth."""
+"""FCRN of Laina et al. (2016): ResNet-50 encoder + up-projection decoder, image -> depth."""
 
 from __future__ import annotations
 
-import logging
 import math
 import operator
 import os
@@ -14,12 +13,11 @@ from torch import nn
 
 from .eigen import DEFAULT_INIT_DEPTH, DEFAULT_INPUT_SIZE, check_input_size, check_positive, scaled
 from .geometry import FULL_REGION
-
-logger = logging.getLogger(__name__)
+from .outputs import check_predicts
+from .pretrained import load_resnet50_encoder
 
 RESNET50_BLOCKS: tuple[int, int, int, int] = (3, 4, 6, 3)
 FCRN_MIN_SIDE = 32  # the encoder downsamples by 32
-SHOWN_KEYS = 5  # offending keys named in a weight-loading error
 
 
 def check_blocks(model: str, blocks: Sequence[int]) -> tuple[int, int, int, int]:
@@ -139,14 +137,17 @@ class UpProjection(nn.Module):
 
 
 class FCRN(nn.Module):
-    """Laina et al. (2016) FCRN: ResNet-50 + 4 up-projections, log-depth at 1x128x160 for 3x228x304.
+    """Laina et al. (2016) FCRN: ResNet-50 + 4 fast up-projections, depth at 1x128x160 for 3x228x304.
 
-    `encoder_weights` is the path of a local torchvision-style ResNet-50 state_dict (`.pth`) loaded
-    into `encoder` (its `fc.*` keys ignored); nothing is ever downloaded. It is not part of `config`:
-    once loaded, the weights live in this model's state_dict.
+    As Laina built it, the head regresses depth in metres (``predicts="depth"``), trained with berHu
+    on it; ``predicts="log_depth"`` is the variant that regresses log-depth instead (berHu on its
+    exponential). `encoder_weights` is the path of a local torchvision ResNet-50 state_dict
+    (`.pth`) loaded into `encoder` (its `fc.*` keys ignored); nothing is ever downloaded. It is not
+    part of `config`: once loaded, the weights live in this model's state_dict.
     """
 
     name = "fcrn"
+    layer_groups: dict[str, tuple[str, ...]] = {"encoder": ("encoder.",), "decoder": ("bottleneck.", "decoder.", "head.")}
 
     def __init__(
         self,
@@ -154,6 +155,7 @@ class FCRN(nn.Module):
         width: float = 1.0,
         blocks: Sequence[int] = RESNET50_BLOCKS,
         init_depth: float = DEFAULT_INIT_DEPTH,
+        predicts: str = "depth",
         encoder_weights: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
@@ -162,6 +164,7 @@ class FCRN(nn.Module):
         self.width = check_positive(self.name, "width", width)
         self.blocks = check_blocks(self.name, blocks)
         self.init_depth = check_positive(self.name, "init_depth", init_depth)
+        self.predicts = check_predicts(self.name, predicts)
         self.encoder = ResNetEncoder(width, self.blocks)
         channels = [scaled(c, width) for c in (1024, 512, 256, 128, 64)]
         self.bottleneck = nn.Sequential(
@@ -172,10 +175,10 @@ class FCRN(nn.Module):
         self.head = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(channels[-1], 1, 3, padding=1))
         self._init_weights()
         if encoder_weights is not None:
-            load_encoder_weights(self.encoder, encoder_weights)
+            load_resnet50_encoder(self.encoder, encoder_weights)
 
     def _init_weights(self) -> None:
-        """Init hidden convs as torchvision does, residual branches at zero, the head near log(init_depth).
+        """Init hidden convs as torchvision does, residual branches at zero, the head at init_depth.
 
         Zero last-BN gammas make every bottleneck start as the identity (torchvision's
         `zero_init_residual`), which keeps an untrained encoder's activations bounded in eval mode too.
@@ -191,7 +194,7 @@ class FCRN(nn.Module):
                 nn.init.zeros_(m.bn3.weight)
         head = self.head[-1]
         head.reset_parameters()
-        nn.init.constant_(head.bias, math.log(self.init_depth))
+        nn.init.constant_(head.bias, math.log(self.init_depth) if self.predicts == "log_depth" else self.init_depth)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -201,50 +204,10 @@ class FCRN(nn.Module):
             "width": self.width,
             "blocks": list(self.blocks),
             "init_depth": self.init_depth,
+            "predicts": self.predicts,
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map normalised RGB (B, 3, H, W) to log-depth (B, 1, h, w)."""
+        """Map normalised RGB (B, 3, H, W) to depth or log-depth (``predicts``), (B, 1, h, w)."""
         x = self.bottleneck(self.encoder(x))
         return self.head(self.decoder(x))
-
-
-def load_encoder_weights(encoder: ResNetEncoder, path: str | os.PathLike[str]) -> None:
-    """Load a local torchvision ResNet-50 state_dict into `encoder`, naming the file and bad keys on error."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"fcrn: encoder_weights file {os.fspath(path)!r} does not exist")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"fcrn: encoder_weights file {os.fspath(path)!r} could not be read as a state_dict: {exc}"
-        ) from exc
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ValueError(
-            f"fcrn: encoder_weights file {os.fspath(path)!r} holds {type(loaded).__name__}; "
-            "expected a torchvision ResNet-50 state_dict (dict of tensors)"
-        )
-    weights = {k: v for k, v in loaded.items() if not k.startswith("fc.")}
-    expected = encoder.state_dict()
-    problems = [
-        # torchvision's older ImageNet files predate num_batches_tracked; BatchNorm fills it in on load
-        ("missing keys", [k for k in expected if k not in weights and not k.endswith(".num_batches_tracked")]),
-        ("unexpected keys", [k for k in weights if k not in expected]),
-        (
-            "shape mismatches",
-            [
-                f"{k}: file {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
-                for k, v in expected.items()
-                if k in weights and weights[k].shape != v.shape
-            ],
-        ),
-    ]
-    for kind, items in problems:
-        if items:
-            raise ValueError(
-                f"fcrn: encoder_weights file {os.fspath(path)!r} does not fit a ResNet-50 encoder "
-                f"(width=1.0, blocks=(3, 4, 6, 3) needed for torchvision weights): {len(items)} {kind}, "
-                f"first: {', '.join(items[:SHOWN_KEYS])}"
-            )
-    encoder.load_state_dict(weights)
-    logger.info("fcrn: loaded encoder weights from %s (%d tensors)", os.fspath(path), len(weights))
