@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import depthtune.models.fcrn as fcrn
 from depthtune.models import build
-from depthtune.profiles import PROFILES
+from depthtune.profiles import PROFILES, model_config
 
 
 def naive_unpool_conv5(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -71,11 +71,11 @@ def step_seconds(config: dict, batch: int, reps: int, device: torch.device) -> f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="paper", choices=sorted(PROFILES))
+    parser.add_argument("--profile", default="paper", choices=PROFILES)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    config = dict(PROFILES[args.profile]["fcrn"])
+    config = model_config(args.profile, "fcrn")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = {}
     for name, form in (("naive", naive_unpool_conv5), ("fast", fcrn.unpool_conv5)):

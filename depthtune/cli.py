@@ -23,7 +23,12 @@ logger = logging.getLogger("depthtune")
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 DEMO_CONFIG = EXPERIMENTS / "configs" / "demo.yaml"
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "momentum", "step_size", "gamma", "grad_weight", "seed", "net12_checkpoint", "splits_file", "device", "num_workers")
+TRAIN_FLAGS = (
+    "epochs", "batch_size", "lr", "momentum", "step_size", "gamma", "grad_weight", "seed", "net12_checkpoint", "splits_file", "device",
+    "num_workers", "encoder_weights",
+)
+VARIANT_HELP = "layers and per-layer rates: paper (the papers' networks) or project (BatchNorm, ...; docs/models.md); default: the profile's"
+ENCODER_WEIGHTS_HELP = "local torchvision ImageNet file: vgg16 state dict for net12, resnet50 for fcrn (docs/models.md)"
 
 
 def _add_data_parser(commands: argparse._SubParsersAction) -> None:
@@ -50,12 +55,13 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--data", required=True, help="nyu_depth_v2_labeled.mat or a file in its layout")
     train.add_argument("--config", help="YAML file of training settings (flags override it)")
     train.add_argument("--profile", default="auto", help="model size: auto (paper on GPU, cpu otherwise), paper, cpu")
+    train.add_argument("--variant", help=VARIANT_HELP)
     train.add_argument("--out", help="run directory (default runs/<model>-<time>)")
     train.add_argument("--resume", help="checkpoint (file or epoch directory) to continue from")
     for flag in TRAIN_FLAGS:
         kind = {"epochs": int, "batch_size": int, "step_size": int, "seed": int, "num_workers": int}.get(flag)
-        kind = kind or (str if flag in ("net12_checkpoint", "splits_file", "device") else float)
-        train.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind)
+        kind = kind or (str if flag in ("net12_checkpoint", "splits_file", "device", "encoder_weights") else float)
+        train.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, help=ENCODER_WEIGHTS_HELP if flag == "encoder_weights" else None)
 
 
 def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
@@ -64,11 +70,12 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--data", help="use this NYU-layout file instead of synthetic scenes")
     demo.add_argument("--splits-file", dest="splits_file", help="NYU splits.mat for the standard Eigen split")
     demo.add_argument("--profile", help="auto, paper or cpu")
+    demo.add_argument("--variant", help=VARIANT_HELP)
 
 
 SWEEP_FLAGS = (
     "data", "splits_file", "num_samples", "max_concurrent", "gpus_per_trial", "tracking_uri", "storage_path", "name", "net12_model",
-    "ray_address", "searcher", "scheduler",
+    "ray_address", "searcher", "scheduler", "variant",
 )
 # Environment a cluster's nodes set for every sweep: above the YAML, below the flags.
 SWEEP_ENVIRONMENT = {"tracking_uri": "MLFLOW_TRACKING_URI", "storage_path": "DEPTHTUNE_STORAGE_PATH", "ray_address": "RAY_ADDRESS"}
@@ -97,6 +104,8 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--name", help="sweep name (default <model>-<date>-<time>; --resume without it takes the latest)")
     parser.add_argument("--profile", default="auto", help="auto (paper on GPU, cpu otherwise), paper, cpu")
+    parser.add_argument("--variant", help=VARIANT_HELP)
+    parser.add_argument("--encoder-weights", dest="encoder_weights", help=ENCODER_WEIGHTS_HELP)
     parser.add_argument(
         "--net12-model", dest="net12_model", help="net3 only: the Net12 to refine (default models:/net12@champion; or NAME/VERSION, a checkpoint)"
     )
@@ -237,11 +246,12 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from depthtune.profiles import model_config
+    from depthtune.profiles import model_setup
     from depthtune.runner import run_training
     from depthtune.train import TrainConfig
 
-    values: dict[str, Any] = {"model": args.model, "model_cfg": model_config(args.profile, args.model)}
+    setup = model_setup(args.profile, args.model, args.variant)
+    values: dict[str, Any] = {"model": args.model, "model_cfg": setup.model_cfg, "lr_multipliers": setup.lr_multipliers}
     if args.config:
         values.update(read_yaml(args.config))
     values.update({"data": args.data, **_overrides(args, TRAIN_FLAGS)})
@@ -267,8 +277,7 @@ def run_tune(args: argparse.Namespace) -> None:
         raise ValueError(f"{path} configures model {values['model']!r}, not {args.model!r}")
     overrides = {key: os.environ[name] for key, name in SWEEP_ENVIRONMENT.items() if os.environ.get(name)}
     overrides.update(_overrides(args, SWEEP_FLAGS))
-    if args.epochs is not None:
-        overrides["train"] = {"epochs": args.epochs}
+    overrides["train"] = _overrides(args, ("epochs", "encoder_weights"))
     profile = resolve_profile(args.profile, cluster=bool(overrides.get("ray_address")))
     config = SweepConfig.from_dict(values, profile=profile, where=str(path), overrides=overrides)
     logger.info(
@@ -334,7 +343,7 @@ def _demo(args: argparse.Namespace) -> None:
     from depthtune.demo import DemoConfig, run_demo
 
     values = read_yaml(args.config)
-    values.update(_overrides(args, ("data", "splits_file", "profile")))
+    values.update(_overrides(args, ("data", "splits_file", "profile", "variant")))
     run_demo(DemoConfig.from_dict(values, where=args.config))
 
 

@@ -17,7 +17,7 @@ from depthtune.data import read_nyu
 from depthtune.data.source import resolve_data
 from depthtune.metrics import METRIC_NAMES
 from depthtune.models import MODEL_NAMES
-from depthtune.profiles import model_config, resolve_profile
+from depthtune.profiles import model_setup, resolve_profile, resolve_variant
 from depthtune.runner import RunOutcome, run_training
 from depthtune.train import TrainConfig, data_splits
 
@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DemoConfig:
-    """Settings of the demo; ``models`` lists the stages in order and ``net12``/``net3``/``fcrn``
-    hold each one's training settings."""
+    """Settings of the demo; ``profile`` and ``variant`` pick sizes and layers (depthtune.profiles),
+    ``models`` lists the stages in order and ``net12``/``net3``/``fcrn`` hold each one's training settings."""
 
     data: str | None = None
     splits_file: str | None = None
@@ -35,6 +35,7 @@ class DemoConfig:
     synthetic_seed: int = 0
     synthetic_path: str = "data/synthetic_nyu_300f_3v.mat"
     profile: str = "auto"
+    variant: str | None = None
     output_dir: str = "runs"
     workers: int = max(1, min(4, os.cpu_count() or 1))
     models: list[str] = field(default_factory=lambda: ["net12", "net3", "fcrn"])
@@ -54,7 +55,11 @@ class DemoConfig:
 
 
 def _stage_config(config: DemoConfig, model: str, profile: str, data: Path, overrides: dict[str, Any]) -> TrainConfig:
-    values = {"model": model, "model_cfg": model_config(profile, model), "data": str(data), "splits_file": config.splits_file}
+    setup = model_setup(profile, model, config.variant)
+    values = {
+        "model": model, "model_cfg": setup.model_cfg, "lr_multipliers": setup.lr_multipliers, "data": str(data),
+        "splits_file": config.splits_file,
+    }
     return TrainConfig.from_dict({**values, **overrides}, where=f"demo config, section {model}")
 
 
@@ -76,6 +81,7 @@ def run_demo(config: DemoConfig) -> Path:
     """Run the whole demo; returns the run folder holding summary.md and each stage's results."""
     started = time.perf_counter()
     profile = resolve_profile(config.profile)
+    variant = resolve_variant(profile, config.variant)
     data = resolve_data(
         config.data,
         synthetic_path=config.synthetic_path,
@@ -96,7 +102,7 @@ def run_demo(config: DemoConfig) -> Path:
     rows = constant_baselines(arrays, splits)
     outcomes: dict[str, RunOutcome] = {}
     for model, stage in stage_configs.items():
-        logger.info("training %s (%s profile) -> %s", STAGE_LABELS[model], profile, run_dir / model)
+        logger.info("training %s (%s profile, %s variant) -> %s", STAGE_LABELS[model], profile, variant, run_dir / model)
         outcomes[model] = run_training(stage, run_dir / model, arrays=arrays)
         _link_best(outcomes[model])
         rows[STAGE_LABELS[model]] = outcomes[model].test_metrics
@@ -105,6 +111,7 @@ def run_demo(config: DemoConfig) -> Path:
     summary = {
         "data": str(data),
         "profile": profile,
+        "variant": variant,
         "test_frames": int(len(splits.test)),
         "seconds": time.perf_counter() - started,
         "test_metrics": rows,
@@ -112,7 +119,7 @@ def run_demo(config: DemoConfig) -> Path:
         "configs": {model: asdict(stage) for model, stage in stage_configs.items()},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (run_dir / "summary.md").write_text(f"# depthtune demo ({profile} profile, data {data})\n\n{table}\n")
+    (run_dir / "summary.md").write_text(f"# depthtune demo ({profile} profile, {variant} variant, data {data})\n\n{table}\n")
     logger.info("test split (%d frames), Eigen crop, depth cap 10 m:\n%s", summary["test_frames"], table)
     logger.info(
         "done in %.0f s. Results: %s (summary.md, %s)", summary["seconds"], run_dir, ", ".join(f"{m}/" for m in outcomes)

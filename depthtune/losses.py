@@ -1,8 +1,8 @@
 """Training losses over valid pixels: Eigen's scale-invariant log loss and berHu, each with
 the same gradient-matching term weighted by ``grad_weight`` (the tuned gradient-loss weight).
 
-Eigen's networks predict log-depth (``pred_log``); FCRN predicts depth in metres as Laina built it,
-or log-depth in its variant (``predicts``). Targets are depth in metres. Both losses are computed per image over its valid pixels and then averaged over the
+Eigen's networks predict log-depth (``pred_log``); FCRN predicts depth in metres, as Laina built
+it. Targets are depth in metres. Both losses are computed per image over its valid pixels and then averaged over the
 images that have any valid pixel, so a partial last batch or a mostly-invalid image does not
 change the normalisation of the others.
 """
@@ -70,18 +70,15 @@ def scale_invariant_loss(
 
 
 def berhu_loss(
-    output: torch.Tensor,
+    pred: torch.Tensor,
     target: torch.Tensor,
     mask: torch.Tensor,
     *,
-    predicts: str = "depth",
     grad_weight: float = 0.0,
     threshold_fraction: float = 0.2,
 ) -> torch.Tensor:
-    """Laina et al. 2016 reverse Huber on depth, c = 0.2 * max residual of the batch, plus the
-    gradient-matching term weighted by ``grad_weight`` on the residual of what the network
-    predicts (depth for ``predicts="depth"``, log-depth for ``"log_depth"``, whose depth is its exp)."""
-    pred = torch.exp(output) if predicts == "log_depth" else output
+    """Laina et al. 2016 reverse Huber on predicted depth, c = 0.2 * max residual of the batch, plus
+    the gradient-matching term on the depth residual weighted by ``grad_weight``."""
     residual = torch.where(mask, (pred - target).abs(), torch.zeros_like(pred))
     c = (threshold_fraction * residual.max()).detach().clamp_min(_EPS)
     berhu = torch.where(residual <= c, residual, (residual.pow(2) + c.pow(2)) / (2 * c))
@@ -89,24 +86,18 @@ def berhu_loss(
     n = mask.flatten(1).sum(1).to(pred.dtype).clamp_min(1.0)
     per_image = berhu.flatten(1).sum(1) / n
     if grad_weight:
-        if predicts == "log_depth":
-            d = _log_difference(output, target, mask)
-        else:
-            d = torch.where(mask, output - target, torch.zeros_like(output))
-        per_image = per_image + grad_weight * gradient_matching(d, mask)
+        per_image = per_image + grad_weight * gradient_matching(torch.where(mask, pred - target, torch.zeros_like(pred)), mask)
     return _mean_over_images(per_image, mask)
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def loss_for_model(model_name: str, *, grad_weight: float, predicts: str = "log_depth") -> LossFn:
-    """The paper's loss for a model family: scale-invariant for Net12/Net3 (log-depth outputs),
-    berHu for FCRN on what it ``predicts``."""
+def loss_for_model(model_name: str, *, grad_weight: float) -> LossFn:
+    """The paper's loss for a model family: scale-invariant on log-depth for Net12/Net3, berHu on
+    depth for FCRN."""
     if model_name in ("net12", "net3"):
-        if predicts != "log_depth":
-            raise ValueError(f"{model_name} predicts log-depth; got predicts={predicts!r}")
         return partial(scale_invariant_loss, grad_weight=grad_weight)
     if model_name == "fcrn":
-        return partial(berhu_loss, predicts=predicts, grad_weight=grad_weight)
+        return partial(berhu_loss, grad_weight=grad_weight)
     raise ValueError(f"no loss defined for model {model_name!r}; expected one of 'net12', 'net3', 'fcrn'")

@@ -14,7 +14,7 @@ from torch import nn
 
 from depthtune.data.transforms import DepthTransform
 from depthtune.metrics import to_frame
-from depthtune.models import build, geometry
+from depthtune.models import build, geometry, to_depth
 
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "model.json"
@@ -78,5 +78,5 @@ class DepthPredictor:
 
     @torch.no_grad()
     def _depth(self, inputs: torch.Tensor, frame_shape: tuple[int, int]) -> np.ndarray:
-        depth = torch.exp(self.module(inputs.to(self.device)).float())
+        depth = to_depth(self.module(inputs.to(self.device)).float(), self.module.predicts)
         return to_frame(depth, frame_shape=frame_shape, output_region=self.module.output_region).cpu().numpy()

@@ -28,7 +28,8 @@ class SweepConfig:
     hyperparameter left out of ``search_space`` is fixed there), ``paper_settings`` the papers'
     hyperparameters that every sweep runs as its first trial (the baseline), ``metric`` the
     validation metric that ASHA, the searcher, the winner and the registry's champion gate compare,
-    ``net12_model`` the registered Net12 a Net3 sweep refines, ``preview_every`` /
+    ``variant`` the layers and per-layer rates (``paper`` or ``project``; None: the profile's
+    default, depthtune.profiles), ``net12_model`` the registered Net12 a Net3 sweep refines, ``preview_every`` /
     ``preview_frames`` how often and on how many validation frames trials log prediction grids,
     ``ray_address`` the cluster to run on (None: ``RAY_ADDRESS`` or a local Ray) and
     ``resources_per_trial`` custom Ray resources each trial needs besides CPUs and GPUs;
@@ -51,6 +52,7 @@ class SweepConfig:
     synthetic_path: str = "data/synthetic_nyu_300f_3v.mat"
     synthetic_workers: int = max(1, min(4, os.cpu_count() or 1))
     profile: str = "auto"
+    variant: str | None = None
     metric: str = "val_abs_rel"
     num_samples: int = 8
     max_concurrent: int = 2

@@ -24,12 +24,13 @@ from depthtune.config import from_dict
 from depthtune.data import EpochSampler, NYUArrays, NYUDepthV2, Splits, make_splits, read_nyu
 from depthtune.losses import LossFn, loss_for_model
 from depthtune.metrics import EIGEN_PROTOCOL, METRIC_NAMES, EvalProtocol, MetricAccumulator, higher_is_better, to_frame
-from depthtune.models import MODEL_NAMES, build
+from depthtune.models import MODEL_NAMES, build, to_depth
 
 logger = logging.getLogger(__name__)
 
 EpochCallback = Callable[[dict[str, float], Path | None, nn.Module], None]
 SELECTABLE_METRICS = ("val_loss",) + tuple(f"val_{name}" for name in METRIC_NAMES)
+IMAGENET_ENCODERS = {"net12": "scale 1 (VGG-16)", "fcrn": "encoder (ResNet-50)"}
 EPOCH_METRICS = ("epoch", "train_loss", *SELECTABLE_METRICS, "lr", "epoch_seconds", "images_per_second")
 
 
@@ -37,7 +38,9 @@ EPOCH_METRICS = ("epoch", "train_loss", *SELECTABLE_METRICS, "lr", "epoch_second
 class TrainConfig:
     """Everything one training run needs; the tuned hyperparameters are lr, momentum,
     step_size and grad_weight. ``lr_multipliers`` maps parameter-name prefixes to multiples of
-    ``lr`` (per-layer rates; ``parameter_groups``). ``checkpoint_every`` spaces the checkpoints between new bests: a
+    ``lr`` (per-layer rates; ``parameter_groups``). ``encoder_weights`` is a local torchvision-format
+    ImageNet file (VGG-16 for Net12's scale 1, ResNet-50 for FCRN's encoder) that a fresh model
+    starts from; a resumed run takes its weights from the checkpoint. ``checkpoint_every`` spaces the checkpoints between new bests: a
     paper-size one takes seconds to write while the GPU waits (benchmarks/README.md, overhead)."""
 
     model: str = "net12"
@@ -65,6 +68,7 @@ class TrainConfig:
     channels_last: bool = True
     select_metric: str = "val_abs_rel"
     lr_multipliers: dict[str, float] = field(default_factory=dict)
+    encoder_weights: str | None = None
     keep_checkpoints: int = 1
     checkpoint_every: int = 1
 
@@ -101,9 +105,11 @@ class TrainConfig:
             problems.append(f"device={self.device!r}: expected 'auto', 'cpu' or 'cuda[:N]'")
         if self.select_metric not in SELECTABLE_METRICS:
             problems.append(f"select_metric={self.select_metric!r}: expected one of {list(SELECTABLE_METRICS)}")
-        for prefix, multiplier in self.lr_multipliers.items():
+        for group, multiplier in self.lr_multipliers.items():
             if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not multiplier > 0:
-                problems.append(f"lr_multipliers[{prefix!r}]={multiplier!r}: expected a number > 0")
+                problems.append(f"lr_multipliers[{group!r}]={multiplier!r}: expected a number > 0")
+        if self.model == "net3" and self.encoder_weights:
+            problems.append("encoder_weights: a Net3 trains only scale 3 on a frozen Net12; give ImageNet weights to the Net12's run")
         if self.model == "net3" and not self.net12_checkpoint:
             problems.append("model='net3' needs net12_checkpoint: a trained Net12 to refine (a checkpoint path or models:/net12@ALIAS)")
         if problems:
@@ -173,6 +179,8 @@ def build_model(config: TrainConfig, net12: nn.Module | None = None) -> nn.Modul
     if config.model == "net3":
         base = net12 if net12 is not None else load_net12(config.net12_checkpoint)
         return build("net3", net12=base, **config.model_cfg)
+    if config.encoder_weights:
+        return build(config.model, **config.model_cfg, encoder_weights=config.encoder_weights)
     return build(config.model, **config.model_cfg)
 
 
@@ -215,14 +223,14 @@ def evaluate(
     for image, target, mask, full_depth in loader:
         image, target, mask = image.to(device), target.to(device), mask.to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
-            pred_log = model(image)
-        pred_log = pred_log.float()
-        depth = torch.exp(pred_log)
+            output = model(image)
+        output = output.float()
+        depth = to_depth(output, model.predicts)
         # finite log-depths can still overflow to infinite depths (which resampling turns into NaN)
-        if not bool((torch.isfinite(pred_log) & torch.isfinite(depth)).all()):
+        if not bool((torch.isfinite(output) & torch.isfinite(depth)).all()):
             raise FloatingPointError("the model's predictions on the evaluation set are not finite: it diverged")
         if loss_fn is not None:
-            loss_total += float(loss_fn(pred_log, target, mask)) * image.shape[0]
+            loss_total += float(loss_fn(output, target, mask)) * image.shape[0]
             seen += image.shape[0]
         accumulator.update(to_frame(depth, output_region=model.output_region).cpu(), full_depth)
     metrics = accumulator.compute()
@@ -246,20 +254,26 @@ def _restore(model: nn.Module, optimizer, scheduler, state: dict, where: str) ->
 
 
 def parameter_groups(model: nn.Module, lr: float, multipliers: dict[str, float]) -> list[dict[str, Any]]:
-    """The optimizer's parameter groups: each trainable parameter learns at ``lr`` times the
-    multiplier of the longest prefix of its name in ``multipliers`` (e.g. ``{"features.": 0.1,
-    "coarse.": 10}``: pretrained layers slower, new ones faster, as the papers train), 1 when none
-    matches. A prefix that names no trainable parameter is an error: it would silently do nothing."""
-    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    unused = [prefix for prefix in multipliers if not any(name.startswith(prefix) for name, _ in named)]
-    if unused:
-        raise ValueError(f"lr_multipliers: {unused} match no trainable parameter of {model.name}; its layers are "
-                         f"{sorted({name.rsplit('.', 2)[0] for name, _ in named})}")
-    groups: dict[float, list[torch.nn.Parameter]] = {}
-    for name, parameter in named:
-        prefix = max((p for p in multipliers if name.startswith(p)), key=len, default=None)
-        groups.setdefault(float(multipliers[prefix]) if prefix else 1.0, []).append(parameter)
-    return [{"params": params, "lr": lr * multiplier, "multiplier": multiplier} for multiplier, params in groups.items()]
+    """The optimizer's parameter groups, one per named layer group of the model (``layer_groups``:
+    Net12's scale1_convs, scale1_full, scale2_first, scale2_hidden, scale2_output; Net3's
+    scale3_first, scale3_hidden, scale3_output; FCRN's encoder, decoder): each learns at ``lr``
+    times its multiplier in ``multipliers`` (1 when not named), so the papers' per-layer rates are
+    a base rate (the searched one) and fixed ratios. A name the model does not have is an error:
+    it would silently do nothing."""
+    layer_groups: dict[str, tuple[str, ...]] = model.layer_groups
+    unknown = sorted(set(multipliers) - set(layer_groups))
+    if unknown:
+        raise ValueError(f"lr_multipliers: {unknown} name no layer group of {model.name}; its groups are {list(layer_groups)}")
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    orphans = [name for name, _ in trainable if not any(name.startswith(prefixes) for prefixes in layer_groups.values())]
+    if orphans:
+        raise ValueError(f"{model.name}: parameters {orphans[:5]} belong to no layer group; they would not be trained")
+    groups = []
+    for group, prefixes in layer_groups.items():
+        params = [p for name, p in trainable if name.startswith(prefixes)]
+        multiplier = float(multipliers.get(group, 1.0))
+        groups.append({"params": params, "lr": lr * multiplier, "multiplier": multiplier, "name": group})
+    return groups
 
 
 def checkpoint_due(epoch: int, epochs: int, every: int, new_best: bool) -> bool:
@@ -283,8 +297,8 @@ def training_step(
     """One SGD step on a batch already on the model's device: forward (bf16 autocast when ``amp``),
     the loss in fp32, backward, update. Returns the loss detached, without waiting for the device."""
     with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=amp):
-        pred_log = model(image)
-    loss = loss_fn(pred_log.float(), target, mask)
+        output = model(image)
+    loss = loss_fn(output.float(), target, mask)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -321,6 +335,11 @@ def train(
         model = build(config.model, **resume_state["model_config"])
     else:
         model = build_model(config, net12)
+        if config.model in IMAGENET_ENCODERS and not config.encoder_weights and model.width == 1.0:
+            logger.warning(
+                "%s starts its %s from random weights; the paper starts it from ImageNet: set encoder_weights "
+                "(--encoder-weights) to a local torchvision file (docs/models.md)", config.model, IMAGENET_ENCODERS[config.model],
+            )
     layout = memory_format(config, device)
     model.to(device, memory_format=layout)
     model_cfg = dict(model.config)

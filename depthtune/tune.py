@@ -38,7 +38,7 @@ from depthtune.data.source import file_sha256, resolve_data
 from depthtune.data.splits import Splits
 from depthtune.metrics import EIGEN_PROTOCOL, relative_gain
 from depthtune.predictor import save_model_files
-from depthtune.profiles import model_config
+from depthtune.profiles import model_setup
 from depthtune.runner import evaluate_model
 from depthtune.searcher import describe_search, search_algorithm, trial_scheduler
 from depthtune.storage_check import check_room, checkpoint_bytes
@@ -323,7 +323,7 @@ def register_winner(
         selection=(config.metric, winner.val_metrics[config.metric]), test_metrics=winner.test_metrics, protocol=protocol,
         tags={
             "sweep_run_id": sweep_run_id, "run_id": winner.run_id, "trial_id": winner.trial_id, "data_sha256": data_sha256,
-            "profile": config.profile,
+            "profile": config.profile, "variant": str(config.variant),
             **{f"param_{k}": str(v) for k, v in winner.params.items()},
             **{key.removeprefix("depthtune."): value for key, value in lineage.items()},
         },
@@ -406,8 +406,9 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
     data = resolve_data(
         config.data, synthetic_path=config.synthetic_path, synthetic_frames=config.synthetic_frames, workers=config.synthetic_workers
     )
-    if "model_cfg" not in config.train:
-        config.train = {**config.train, "model_cfg": model_config(config.profile, config.model)}
+    setup = model_setup(config.profile, config.model, config.variant)
+    config.variant = setup.variant
+    config.train = {"model_cfg": setup.model_cfg, "lr_multipliers": setup.lr_multipliers, **config.train}
     train_extra: dict[str, Any] = {"data": str(data.resolve()), "splits_file": config.splits_file}
     arrays = read_nyu(data)
     check_room(storage, _sweep_bytes(config), "storage_path")
@@ -452,6 +453,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                     "split_frames": f"train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)}",
                     "paper_settings": json.dumps(config.paper_settings, sort_keys=True),
                     "profile": config.profile,
+                    "variant": config.variant,
                     "git_commit": git_commit(),
                     **({"net12_model": base.reference} if base else {}),
                     **_versions(),

@@ -49,6 +49,8 @@ def test_synth_then_train(tmp_path, synthetic_file):
         (["train", "--model", "net3", "--data", "{data}"], "net12_checkpoint"),
         (["train", "--model", "net3", "--data", "{data}", "--net12-checkpoint", "nope.pt"], "nope.pt"),
         (["train", "--model", "net12", "--data", "{data}", "--profile", "gpu"], "profile 'gpu'"),
+        (["train", "--model", "net12", "--data", "{data}", "--variant", "faithful"], "unknown variant 'faithful'"),
+        (["train", "--model", "fcrn", "--data", "{data}", "--encoder-weights", "resnet.pth"], "fcrn: encoder_weights file 'resnet.pth' does not exist"),
         (["data", "synth", "--n", "0", "--out", "x.mat"], "n=0"),
         (["compare"], "no champion of ['net12', 'net3', 'fcrn'] is registered"),
         (["compare", "unet@champion"], "no registered model 'unet'"),

@@ -1,15 +1,12 @@
 """Losses against brute-force numpy references written independently of the torch code."""
 
 import math
-from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
 from depthtune.losses import berhu_loss, gradient_matching, loss_for_model, scale_invariant_loss
-
-LOG = {"predicts": "log_depth"}
 
 
 def _random_case(seed: int, batch: int = 3, h: int = 6, w: int = 7):
@@ -82,17 +79,13 @@ def test_invalid_pixels_do_not_matter():
     changed = pred_log.copy()
     changed[~mask] = 50.0
     assert float(scale_invariant_loss(*_torch(changed, target, mask))) == pytest.approx(float(base), rel=1e-12)
-    assert float(berhu_loss(*_torch(changed, target, mask), **LOG)) == pytest.approx(
-        float(berhu_loss(*_torch(pred_log, target, mask), **LOG)), rel=1e-12
-    )
     assert float(berhu_loss(*_torch(np.exp(changed), target, mask))) == pytest.approx(
         float(berhu_loss(*_torch(np.exp(pred_log), target, mask))), rel=1e-12
     )
 
 
-def _ref_berhu(output, target, mask, grad_weight, predicts):
-    """berHu per image on depth, plus the gradient term on the residual of what the net predicts."""
-    pred = np.exp(output) if predicts == "log_depth" else output
+def _ref_berhu(pred, target, mask, grad_weight):
+    """berHu per image on depth, plus the gradient term on the depth residual."""
     residual = np.abs(pred - target)[mask]
     c = 0.2 * residual.max()
     losses = []
@@ -100,28 +93,17 @@ def _ref_berhu(output, target, mask, grad_weight, predicts):
         m = mask[b, 0]
         r = np.abs(pred[b, 0] - target[b, 0])[m]
         per_pixel = [x if x <= c else (x * x + c * c) / (2 * c) for x in r]
-        if predicts == "log_depth":
-            d_full = np.where(m, output[b, 0] - np.log(np.where(m, target[b, 0], 1.0)), 0.0)
-        else:
-            d_full = np.where(m, output[b, 0] - target[b, 0], 0.0)
+        d_full = np.where(m, pred[b, 0] - target[b, 0], 0.0)
         losses.append(np.mean(per_pixel) + grad_weight * _ref_gradient_term(d_full, m))
     return float(np.mean(losses))
 
 
-@pytest.mark.parametrize("predicts", ["depth", "log_depth"])
 @pytest.mark.parametrize("grad_weight", [0.0, 0.7])
-def test_berhu_matches_reference(grad_weight, predicts):
+def test_berhu_matches_reference(grad_weight):
     pred_log, target, mask = _random_case(seed=4)
-    output = pred_log if predicts == "log_depth" else np.exp(pred_log)
-    got = berhu_loss(*_torch(output, target, mask), predicts=predicts, grad_weight=grad_weight)
-    assert float(got) == pytest.approx(_ref_berhu(output, target, mask, grad_weight, predicts), rel=1e-9)
-
-
-def test_berhu_on_depth_and_on_log_depth_agree_without_the_gradient_term():
-    pred_log, target, mask = _random_case(seed=7)
-    on_log = berhu_loss(*_torch(pred_log, target, mask), **LOG)
-    on_depth = berhu_loss(*_torch(np.exp(pred_log), target, mask))
-    assert float(on_depth) == pytest.approx(float(on_log), rel=1e-12)
+    pred = np.exp(pred_log)
+    got = berhu_loss(*_torch(pred, target, mask), grad_weight=grad_weight)
+    assert float(got) == pytest.approx(_ref_berhu(pred, target, mask, grad_weight), rel=1e-9)
 
 
 def test_berhu_is_l1_below_threshold_and_zero_at_target():
@@ -147,7 +129,7 @@ def test_image_without_valid_pixels_is_skipped_not_averaged():
 def test_loss_is_differentiable_and_finite_with_zero_targets():
     pred_log, target, mask = _random_case(seed=6)
     pred = torch.tensor(pred_log, requires_grad=True)
-    for fn in (scale_invariant_loss, partial(berhu_loss, predicts="log_depth"), berhu_loss):
+    for fn in (scale_invariant_loss, berhu_loss):
         loss = fn(pred, torch.tensor(target), torch.tensor(mask), grad_weight=1.0)
         (grad,) = torch.autograd.grad(loss, pred)
         assert torch.isfinite(grad).all()
@@ -162,9 +144,6 @@ def test_gradient_term_counts_only_valid_pairs():
 
 def test_loss_for_model():
     assert loss_for_model("net12", grad_weight=1.0).func is scale_invariant_loss
-    fcrn = loss_for_model("fcrn", grad_weight=1.0, predicts="depth")
-    assert fcrn.func is berhu_loss and fcrn.keywords["predicts"] == "depth"
-    with pytest.raises(ValueError, match="net12 predicts log-depth"):
-        loss_for_model("net12", grad_weight=1.0, predicts="depth")
+    assert loss_for_model("fcrn", grad_weight=1.0).func is berhu_loss
     with pytest.raises(ValueError, match="unet"):
         loss_for_model("unet", grad_weight=1.0)

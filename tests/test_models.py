@@ -150,8 +150,7 @@ def test_batch_items_are_independent_in_eval(name: str) -> None:
         ("net12", {}, math.log(4.0)),
         ("net3", {"residual": False}, math.log(4.0)),
         ("net3", {"residual": True}, 0.0),  # adds to the Net12's log-depth
-        ("fcrn", {"predicts": "depth"}, 4.0),
-        ("fcrn", {"predicts": "log_depth"}, math.log(4.0)),
+        ("fcrn", {}, 4.0),  # FCRN regresses depth itself
     ],
 )
 def test_output_starts_at_init_depth(name: str, cfg: dict, bias: float) -> None:
@@ -501,4 +500,6 @@ def test_paper_profile_is_the_papers_table_layer_for_layer(name: str, paper: lis
         model = build(name, **model_setup("paper", name).model_cfg)
     rows = [(r.kind, r.kernel, r.stride, r.channels, r.output_size) for r in layer_rows(model, skip=("net12.",))]
     assert rows == paper
+    if name == "net12":
+        assert isinstance(model.coarse[-1], nn.ReLU)  # full2's 64 maps are rectified before scale 2 sees them
     assert not any(isinstance(m, nn.BatchNorm2d) for n, m in model.named_modules() if name != "fcrn" and not n.startswith("net12."))

@@ -11,6 +11,7 @@ from conftest import TINY
 from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint
 from depthtune.metrics import METRIC_NAMES
 from depthtune.models import build
+from depthtune.profiles import EIGEN_NET12_RATES
 from depthtune.train import (
     TrainConfig,
     checkpoint_due,
@@ -164,6 +165,8 @@ def test_resume_refuses_another_model(tmp_path, synthetic_arrays):
 class _Diverged(torch.nn.Module):
     """A diverged model: every log-depth it predicts is ``value`` (NaN, or finite but past exp's range)."""
 
+    predicts = "log_depth"
+
     def __init__(self, value: float) -> None:
         super().__init__()
         self.value = value
@@ -183,22 +186,32 @@ def test_non_finite_predictions_are_called_divergence(synthetic_arrays, log_dept
 
 
 def test_per_layer_learning_rates_reach_the_optimizer_and_the_weights(tmp_path, synthetic_arrays):
-    """lr_multipliers scale the searched rate per layer: a scale 1 at a near-zero rate barely moves while the
-    fusion layers learn at the base rate, and the logged lr is the base rate."""
+    """lr_multipliers scale the searched rate per named layer group: every trainable parameter is in
+    exactly one group, a scale 1 at a near-zero rate barely moves while the fusion layers learn at
+    the base rate, and the logged lr is the base rate."""
     model = build("net12", **TINY["net12"])
-    groups = {g["multiplier"]: g for g in parameter_groups(model, 0.02, {"features.": 0.1, "coarse.": 10})}
-    assert {m: g["lr"] for m, g in groups.items()} == pytest.approx({0.1: 0.002, 10.0: 0.2, 1.0: 0.02})
+    groups = {g["name"]: g for g in parameter_groups(model, 0.02, {"scale1_convs": 0.1, "scale1_full": 10})}
+    assert list(groups) == ["scale1_convs", "scale1_full", "scale2_first", "scale2_hidden", "scale2_output"]
+    assert {n: g["lr"] for n, g in groups.items()} == pytest.approx(
+        {"scale1_convs": 0.002, "scale1_full": 0.2, "scale2_first": 0.02, "scale2_hidden": 0.02, "scale2_output": 0.02}
+    )
     named = dict(model.named_parameters())
-    assert {id(p) for p in groups[0.1]["params"]} == {id(p) for n, p in named.items() if n.startswith("features.")}
-    with pytest.raises(ValueError, match=r"lr_multipliers: \['encoder.'\] match no trainable parameter of net12"):
-        parameter_groups(model, 0.02, {"encoder.": 0.1})
-    with pytest.raises(ValueError, match=r"lr_multipliers\['features.'\]=0: expected a number > 0"):
-        _config(lr_multipliers={"features.": 0})
+    assert {id(p) for p in groups["scale1_convs"]["params"]} == {id(p) for n, p in named.items() if n.startswith("features.")}
+    assert sorted(id(p) for g in groups.values() for p in g["params"]) == sorted(id(p) for p in named.values())
+    with pytest.raises(ValueError, match=r"lr_multipliers: \['encoder'\] name no layer group of net12; its groups are \['scale1_convs'"):
+        parameter_groups(model, 0.02, {"encoder": 0.1})
+    with pytest.raises(ValueError, match=r"lr_multipliers\['scale1_convs'\]=0: expected a number > 0"):
+        _config(lr_multipliers={"scale1_convs": 0})
+
+    optimizer_groups = torch.optim.SGD(parameter_groups(model, 0.01, EIGEN_NET12_RATES), lr=0.01).param_groups
+    assert {g["name"]: g["lr"] for g in optimizer_groups} == pytest.approx(
+        {"scale1_convs": 0.001, "scale1_full": 0.1, "scale2_first": 0.001, "scale2_hidden": 0.01, "scale2_output": 0.001}
+    )  # Eigen & Fergus's rates at their base rate 0.01
 
     torch.manual_seed(11)  # train() seeds with the config's seed before it builds the model
     start = build("net12", **TINY["net12"])
     reported = []
-    result = train(_config(epochs=1, lr_multipliers={"features.": 1e-9}), tmp_path / "slow", arrays=synthetic_arrays,
+    result = train(_config(epochs=1, lr_multipliers={"scale1_convs": 1e-9}), tmp_path / "slow", arrays=synthetic_arrays,
                    on_epoch=lambda m, d, _model: reported.append(m))
     trained = load_checkpoint(result.last_checkpoint)["model"]
     initial = start.state_dict()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import operator
 import os
 from collections.abc import Sequence
@@ -13,7 +12,6 @@ from torch import nn
 
 from .eigen import DEFAULT_INIT_DEPTH, DEFAULT_INPUT_SIZE, check_input_size, check_positive, scaled
 from .geometry import FULL_REGION
-from .outputs import check_predicts
 from .pretrained import load_resnet50_encoder
 
 RESNET50_BLOCKS: tuple[int, int, int, int] = (3, 4, 6, 3)
@@ -139,14 +137,15 @@ class UpProjection(nn.Module):
 class FCRN(nn.Module):
     """Laina et al. (2016) FCRN: ResNet-50 + 4 fast up-projections, depth at 1x128x160 for 3x228x304.
 
-    As Laina built it, the head regresses depth in metres (``predicts="depth"``), trained with berHu
-    on it; ``predicts="log_depth"`` is the variant that regresses log-depth instead (berHu on its
-    exponential). `encoder_weights` is the path of a local torchvision ResNet-50 state_dict
-    (`.pth`) loaded into `encoder` (its `fc.*` keys ignored); nothing is ever downloaded. It is not
-    part of `config`: once loaded, the weights live in this model's state_dict.
+    As Laina built it, the head regresses depth in metres, trained with berHu on it (a log-depth
+    head did worse on the CPU benchmark, docs/models.md). `encoder_weights` is the path of a local
+    torchvision ResNet-50 state_dict (`.pth`) loaded into `encoder` (its `fc.*` keys ignored);
+    nothing is ever downloaded. It is not part of `config`: once loaded, the weights live in this
+    model's state_dict.
     """
 
     name = "fcrn"
+    predicts = "depth"
     layer_groups: dict[str, tuple[str, ...]] = {"encoder": ("encoder.",), "decoder": ("bottleneck.", "decoder.", "head.")}
 
     def __init__(
@@ -155,7 +154,6 @@ class FCRN(nn.Module):
         width: float = 1.0,
         blocks: Sequence[int] = RESNET50_BLOCKS,
         init_depth: float = DEFAULT_INIT_DEPTH,
-        predicts: str = "depth",
         encoder_weights: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
@@ -164,7 +162,6 @@ class FCRN(nn.Module):
         self.width = check_positive(self.name, "width", width)
         self.blocks = check_blocks(self.name, blocks)
         self.init_depth = check_positive(self.name, "init_depth", init_depth)
-        self.predicts = check_predicts(self.name, predicts)
         self.encoder = ResNetEncoder(width, self.blocks)
         channels = [scaled(c, width) for c in (1024, 512, 256, 128, 64)]
         self.bottleneck = nn.Sequential(
@@ -194,7 +191,7 @@ class FCRN(nn.Module):
                 nn.init.zeros_(m.bn3.weight)
         head = self.head[-1]
         head.reset_parameters()
-        nn.init.constant_(head.bias, math.log(self.init_depth) if self.predicts == "log_depth" else self.init_depth)
+        nn.init.constant_(head.bias, self.init_depth)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -204,10 +201,9 @@ class FCRN(nn.Module):
             "width": self.width,
             "blocks": list(self.blocks),
             "init_depth": self.init_depth,
-            "predicts": self.predicts,
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map normalised RGB (B, 3, H, W) to depth or log-depth (``predicts``), (B, 1, h, w)."""
+        """Map normalised RGB (B, 3, H, W) to depth in metres (B, 1, h, w)."""
         x = self.bottleneck(self.encoder(x))
         return self.head(self.decoder(x))

@@ -1,19 +1,11 @@
-"""What a network's output means: log-depth (Eigen's networks, FCRN's log variant) or depth in
-metres (FCRN as Laina built it). The one place that turns an output into metres."""
+"""What a network's output means (its ``predicts``): log-depth (Eigen's networks) or depth in
+metres (FCRN, as Laina built it). The one place that turns an output into metres."""
 
 from __future__ import annotations
 
 import torch
 
-PREDICTS: tuple[str, ...] = ("log_depth", "depth")
 MIN_DEPTH = 1e-3  # metres: the smallest depth a linear output is read as (it can go negative)
-
-
-def check_predicts(model: str, predicts: str) -> str:
-    """Return `predicts` after checking it names an output kind."""
-    if predicts not in PREDICTS:
-        raise ValueError(f"{model}: predicts={predicts!r} is not valid; expected one of {list(PREDICTS)}")
-    return predicts
 
 
 def to_depth(output: torch.Tensor, predicts: str) -> torch.Tensor:
