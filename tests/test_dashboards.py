@@ -106,7 +106,7 @@ def test_comparison_content(comparison):
     assert all(d.startswith(PUBLISHED_MARK) and "ImageNet" in d and "654 official test frames" in d for d in descriptions[len(labels):])
     for description in descriptions[: len(labels)]:
         assert description.startswith("measured here; trained from scratch on synth20.mat")
-        assert "cpu profile, input 64x80, width 0.125" in description
+        assert "cpu profile, project variant, input 64x80, width 0.125" in description
         assert "eigen crop, depth cap 10.0 m, per-image means (eigen protocol)" in description
     assert [t.type for t in figures["metrics_bars"].data] == ["bar"] * 2 * (len(labels) + len(eigen_rows))
     breakdown = figures["breakdown"].data

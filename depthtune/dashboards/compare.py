@@ -70,9 +70,10 @@ def measured_description(entry: ModelEntry, protocol: dict, evaluation: str = "e
     config, module = entry.train_config, entry.predictor.module
     size = "x".join(str(v) for v in geometry(module.name, **module.config).input_size)
     used = PROTOCOLS[evaluation]
+    start = f"from ImageNet ({Path(config.encoder_weights).name})" if config.encoder_weights else "from scratch"
     return (
-        f"measured here; trained from scratch on {Path(config.data or '?').name} ({protocol.get('split', '?')}), "
-        f"{entry.profile} profile, input {size}, width {module.config.get('width', 1.0)}, {config.epochs} epochs; evaluated on "
+        f"measured here; trained {start} on {Path(config.data or '?').name} ({protocol.get('split', '?')}), "
+        f"{entry.profile} profile, {entry.variant} variant, input {size}, width {module.config.get('width', 1.0)}, {config.epochs} epochs; evaluated on "
         f"{protocol.get('test_frames', '?')} test frames, {used.crop} crop, depth cap {used.max_depth} m, "
         f"{'per-image means' if used.pooling == 'images' else 'pooled over pixels'} ({evaluation} protocol)"
     )

@@ -39,7 +39,7 @@ SHOWN_IMAGES = 6
 @dataclass
 class ModelEntry:
     """A registered version with what it was evaluated under, the trial config that trained it and
-    the sweep's model-size profile (``cpu``, ``paper``)."""
+    the sweep's model-size profile (``cpu``, ``paper``) and variant (``paper``, ``project``)."""
 
     label: str
     name: str
@@ -48,6 +48,7 @@ class ModelEntry:
     train_config: TrainConfig
     predictor: DepthPredictor
     profile: str = "unknown"
+    variant: str = "unknown"
 
     @property
     def parameters(self) -> int:
@@ -92,7 +93,8 @@ def load_entry(client: MlflowClient, uri: str, reference: str) -> ModelEntry:
     predictor = load_model(f"{name}/{found.version}", tracking_uri=uri, device=str(pick_device("auto")))
     label = f"{name} v{found.version}" + (f" (@{alias})" if alias else "")
     return ModelEntry(
-        label, name, str(found.version), json.loads(found.tags[PROTOCOL_TAG]), train_config, predictor, found.tags.get("profile", "unknown")
+        label, name, str(found.version), json.loads(found.tags[PROTOCOL_TAG]), train_config, predictor,
+        found.tags.get("profile", "unknown"), found.tags.get("variant", "unknown"),
     )
 
 
