@@ -46,9 +46,15 @@ def epoch_state(model_name: str, profile: str) -> dict:
     optimizer.step()
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5)
     return {
-        "model_name": model_name, "model_config": cfg, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "epoch": 0, "rng": {"torch": torch.get_rng_state(), "cuda": None},
-        "history": [], "best_epoch": 0,
+        "model_name": model_name,
+        "model_config": cfg,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": 0,
+        "rng": {"torch": torch.get_rng_state(), "cuda": None},
+        "history": [],
+        "best_epoch": 0,
     }
 
 
@@ -66,8 +72,14 @@ def one_rep(state: dict, root: Path, rep: int) -> tuple[dict[str, float], int]:
     seconds = {SAVE: timed(lambda: save_checkpoint(epoch_dir, state))}
     storage.mkdir(parents=True)
     seconds[PERSIST] = timed(
-        lambda: pyarrow.fs.copy_files(str(epoch_dir), str(storage), source_filesystem=local, destination_filesystem=local,
-                                      chunk_size=RAY_COPY_CHUNK))
+        lambda: pyarrow.fs.copy_files(
+            str(epoch_dir),
+            str(storage),
+            source_filesystem=local,
+            destination_filesystem=local,
+            chunk_size=RAY_COPY_CHUNK,
+        )
+    )
     size = (epoch_dir / CHECKPOINT_FILE).stat().st_size
     for path in (epoch_dir, storage):
         shutil.rmtree(path)
@@ -89,8 +101,10 @@ def main() -> None:
         medians = {step: statistics.median(rep[step] for rep in reps) for step in reps[0]}
         bare = medians[SAVE]
         params = sum(t.numel() for t in state["model"].values()) / 1e6
-        print(f"\n{model_name} ({args.profile}): {params:.1f}M weights, checkpoint {size / 1e6:.0f} MB; "
-              f"median seconds of {args.reps} reps")
+        print(
+            f"\n{model_name} ({args.profile}): {params:.1f}M weights, checkpoint {size / 1e6:.0f} MB; "
+            f"median seconds of {args.reps} reps"
+        )
         for step, value in medians.items():
             print(f"  {step:58s} {value:7.3f} s")
         print(f"  a checkpointed epoch: tracked adds {medians[PERSIST] / bare:.2f}x the bare loop's own save")

@@ -72,6 +72,7 @@ SPACE = {
 
 # ------------------------------------------------------------------------------ (1) throughput
 
+
 def tree_cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of the processes ``pids`` still alive (all their threads)."""
     return sum(filter(None, (cpu_seconds(pid) for pid in pids)))
@@ -101,8 +102,12 @@ def step_rate(model_name: str, cfg: dict, batch: tuple, steps: int) -> float:
     defaults = TrainConfig()
     model = build(model_name, **cfg).train()
     loss_fn = loss_for_model(model_name, grad_weight=defaults.grad_weight)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=defaults.lr,
-                                momentum=defaults.momentum, weight_decay=defaults.weight_decay)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=defaults.lr,
+        momentum=defaults.momentum,
+        weight_decay=defaults.weight_decay,
+    )
 
     def step(size: int) -> None:
         image, target, mask = (tensor[:size] for tensor in batch)
@@ -122,12 +127,16 @@ def throughput(arrays: NYUArrays, workers: list[int], batches: int, steps: int) 
     """Print loader images/s per worker count, the step's images/s and the headroom, per model."""
     torch.set_num_threads(THREADS)
     splits = data_splits(TrainConfig(), arrays.scenes)
-    print(f"\n(1) Training input pipeline vs training step: paper configuration, train split ({len(splits.train)} "
-          f"frames) with augmentation, batch {BATCH}, torch threads {THREADS}, {batches} timed loader batches "
-          f"per setting, {steps} timed step(s); load average before: {load_average()}")
+    print(
+        f"\n(1) Training input pipeline vs training step: paper configuration, train split ({len(splits.train)} "
+        f"frames) with augmentation, batch {BATCH}, torch threads {THREADS}, {batches} timed loader batches "
+        f"per setting, {steps} timed step(s); load average before: {load_average()}"
+    )
     cols = " ".join(f"nw={w:<4d}" for w in workers)
-    print(f"{'model':6} {'input':8} {'step img/s':>10} | loader img/s {cols}| headroom loader/step {cols}| "
-          f"loader img per CPU-s {cols}")
+    print(
+        f"{'model':6} {'input':8} {'step img/s':>10} | loader img/s {cols}| headroom loader/step {cols}| "
+        f"loader img per CPU-s {cols}"
+    )
     per_core: dict[str, tuple[float, int]] = {}
     for name in MODELS:
         cfg = model_config("paper", name)
@@ -143,17 +152,25 @@ def throughput(arrays: NYUArrays, workers: list[int], batches: int, steps: int) 
         step = step_rate(name, cfg, batch, steps)
         best = max(range(len(workers)), key=cores.__getitem__)
         per_core[name] = (cores[best], workers[best])
-        print(f"{name:6} {shape.input_size[0]}x{shape.input_size[1]:<4} {step:10.2f} | {'':12} "
-              f"{' '.join(f'{r:<7.1f}' for r in rates)}| {'':20} {' '.join(f'{r / step:<7.0f}' for r in rates)}| "
-              f"{'':20} {' '.join(f'{c:<7.1f}' for c in cores)}")
-    print(f"load average after: {load_average()}. headroom = loader img/s / step img/s, each measured alone "
-          "(in training they share the cores).")
-    print(f"GPU: no GPU here, so no GPU consumer rate is invented; it must come from {GPU_BENCHMARK}. "
-          "Loader cores a GPU needs = GPU step img/s / loader img per CPU-second (best measured above):")
+        print(
+            f"{name:6} {shape.input_size[0]}x{shape.input_size[1]:<4} {step:10.2f} | {'':12} "
+            f"{' '.join(f'{r:<7.1f}' for r in rates)}| {'':20} {' '.join(f'{r / step:<7.0f}' for r in rates)}| "
+            f"{'':20} {' '.join(f'{c:<7.1f}' for c in cores)}"
+        )
+    print(
+        f"load average after: {load_average()}. headroom = loader img/s / step img/s, each measured alone "
+        "(in training they share the cores)."
+    )
+    print(
+        f"GPU: no GPU here, so no GPU consumer rate is invented; it must come from {GPU_BENCHMARK}. "
+        "Loader cores a GPU needs = GPU step img/s / loader img per CPU-second (best measured above):"
+    )
     for name in MODELS:
         rate, w = per_core[name]
-        print(f"  {name}: GPU step img/s ____ (from {GPU_BENCHMARK}) / {rate:.1f} img per CPU-s (nw={w}) "
-              "= ____ cores of this CPU")
+        print(
+            f"  {name}: GPU step img/s ____ (from {GPU_BENCHMARK}) / {rate:.1f} img per CPU-s (nw={w}) "
+            "= ____ cores of this CPU"
+        )
 
 
 def load_average() -> str:
@@ -162,6 +179,7 @@ def load_average() -> str:
 
 
 # ---------------------------------------------------------------------------------- (2) memory
+
 
 @dataclass
 class ProcessMemory:
@@ -264,8 +282,15 @@ def sample(exclude: set[int], copy_size: int) -> Sample:
         try:
             roles[pid] = role = classify(pid, roles.get(ppid))
             values = rollup(pid)
-            memory = ProcessMemory(pid, role, values["Rss"], values["Pss"], values["Private_Clean"] + values["Private_Dirty"],
-                                   values["Pss_Anon"], values["Pss_Shmem"])
+            memory = ProcessMemory(
+                pid,
+                role,
+                values["Rss"],
+                values["Pss"],
+                values["Private_Clean"] + values["Private_Dirty"],
+                values["Pss_Anon"],
+                values["Pss_Shmem"],
+            )
             if role in ("trial", "trial child"):
                 memory.store_rss, memory.copies = store_and_copies(pid, copy_size)
         except (OSError, KeyError, ValueError, IndexError):
@@ -328,18 +353,29 @@ def sweep_config(data: Path, trials: int, cpus: float, epochs: int, workdir: Pat
     """A random-search, FIFO sweep of ``trials`` tiny Net12 trials of ``cpus`` CPUs each, all at once."""
     return SweepConfig.from_dict(
         {
-            "model": "net12", "name": f"data-path-{trials}", "data": str(data), "num_samples": trials,
-            "max_concurrent": trials, "cpus_per_trial": cpus, "searcher": "random", "scheduler": "fifo",
-            "grace_period": 1, "seed": 0, "storage_path": str(workdir / "ray_results"), "tracking_uri": uri,
-            "search_space": SPACE, "paper_settings": paper_settings("net12"),
+            "model": "net12",
+            "name": f"data-path-{trials}",
+            "data": str(data),
+            "num_samples": trials,
+            "max_concurrent": trials,
+            "cpus_per_trial": cpus,
+            "searcher": "random",
+            "scheduler": "fifo",
+            "grace_period": 1,
+            "seed": 0,
+            "storage_path": str(workdir / "ray_results"),
+            "tracking_uri": uri,
+            "search_space": SPACE,
+            "paper_settings": paper_settings("net12"),
             "train": {"epochs": epochs, "batch_size": BATCH, "model_cfg": model_config("cpu", "net12")},
         },
         profile="cpu",
     )
 
 
-def measure_sweep(arrays: NYUArrays, digest: str, config: SweepConfig, workdir: Path, server_pid: int,
-                  interval: float) -> MemoryRow:
+def measure_sweep(
+    arrays: NYUArrays, digest: str, config: SweepConfig, workdir: Path, server_pid: int, interval: float
+) -> MemoryRow:
     """Run one sweep on a fresh Ray node, sampling the node meanwhile. run_sweep runs unchanged except
     that its ``read_nyu`` and ``file_sha256`` of the file return what this script read and hashed from
     that same file once (about a minute per sweep); trials get the arrays through the object store."""
@@ -352,9 +388,13 @@ def measure_sweep(arrays: NYUArrays, digest: str, config: SweepConfig, workdir: 
     sampler = Sampler({server_pid}, copy_size, interval)
     try:
         sampler.start()
-        with mock.patch.object(depthtune.tune, "read_nyu", lambda path: arrays), \
-                mock.patch.object(depthtune.tune, "file_sha256", lambda path: digest), \
-                open(console, "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        with (
+            mock.patch.object(depthtune.tune, "read_nyu", lambda path: arrays),
+            mock.patch.object(depthtune.tune, "file_sha256", lambda path: digest),
+            open(console, "w") as out,
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(out),
+        ):
             depthtune.tune.run_sweep(config)
     finally:
         sampler.stopped.set()
@@ -362,14 +402,23 @@ def measure_sweep(arrays: NYUArrays, digest: str, config: SweepConfig, workdir: 
         ray.shutdown()
     concurrent = [s for s in sampler.samples if s.trials == trials]
     if not concurrent:
-        raise RuntimeError(f"no sample saw {trials} trials at once (most: "
-                           f"{max((s.trials for s in sampler.samples), default=0)}); Tune's output: {console}")
+        raise RuntimeError(
+            f"no sample saw {trials} trials at once (most: "
+            f"{max((s.trials for s in sampler.samples), default=0)}); Tune's output: {console}"
+        )
     peaks: dict[int, int] = {}
     for each in sampler.samples:
         for p in each.role("trial"):
             peaks[p.pid] = max(peaks.get(p.pid, 0), p.uss)
-    return MemoryRow(trials, max(concurrent, key=lambda s: s.pss), base_used, base_shm,
-                     time.perf_counter() - started, len(concurrent), sorted(peaks.values()))
+    return MemoryRow(
+        trials,
+        max(concurrent, key=lambda s: s.pss),
+        base_used,
+        base_shm,
+        time.perf_counter() - started,
+        len(concurrent),
+        sorted(peaks.values()),
+    )
 
 
 def memory(arrays: NYUArrays, data: Path, counts: list[int], epochs: int, interval: float) -> bool:
@@ -387,13 +436,19 @@ def memory(arrays: NYUArrays, data: Path, counts: list[int], epochs: int, interv
             rows.append(measure_sweep(arrays, digest, config, workdir, server.pid, interval))
     shutil.rmtree(workdir, ignore_errors=True)
     dataset = arrays.images.nbytes + arrays.depths.nbytes
-    print(f"\n(2) Node memory while n trials train at once: run_sweep of n tiny Net12 trials ('cpu' profile, "
-          f"{epochs} epoch(s), cpus_per_trial {cpus:g} on {THREADS} CPUs), each on a fresh Ray node; dataset "
-          f"{len(arrays)} frames = {dataset / MB:.0f} MB in memory. MB = 1e6 bytes; load average now: {load_average()}")
-    print("Node (driver + raylet, GCS, agents, workers and their children; the MLflow server is left out), at the "
-          "sample with the largest node PSS among those that saw all n trials alive:")
-    print(f"{'n':>2} {'samples':>7} | {'node PSS':>8} | {'+ per extra trial':>17} {'of it dataset':>13} | "
-          f"{'store (shm)':>11} {'driver anon':>11} {'other Ray':>9} {'trials':>6} | {'used delta':>10} {'shm delta':>9}")
+    print(
+        f"\n(2) Node memory while n trials train at once: run_sweep of n tiny Net12 trials ('cpu' profile, "
+        f"{epochs} epoch(s), cpus_per_trial {cpus:g} on {THREADS} CPUs), each on a fresh Ray node; dataset "
+        f"{len(arrays)} frames = {dataset / MB:.0f} MB in memory. MB = 1e6 bytes; load average now: {load_average()}"
+    )
+    print(
+        "Node (driver + raylet, GCS, agents, workers and their children; the MLflow server is left out), at the "
+        "sample with the largest node PSS among those that saw all n trials alive:"
+    )
+    print(
+        f"{'n':>2} {'samples':>7} | {'node PSS':>8} | {'+ per extra trial':>17} {'of it dataset':>13} | "
+        f"{'store (shm)':>11} {'driver anon':>11} {'other Ray':>9} {'trials':>6} | {'used delta':>10} {'shm delta':>9}"
+    )
     first, met = rows[0], True
     for row in rows:
         extra = dataset_extra = ""
@@ -404,25 +459,35 @@ def memory(arrays: NYUArrays, data: Path, counts: list[int], epochs: int, interv
             met &= per_dataset < BAR_MB
             dataset_extra = f"{per_dataset:13.1f}"
         peak = row.peak
-        print(f"{row.trials:2d} {row.concurrent_samples:7d} | {peak.pss / MB:8.0f} | {extra:>17} {dataset_extra:>13} | "
-              f"{row.store / MB:11.0f} {row.driver_anon / MB:11.0f} {sum(p.pss for p in peak.role('ray')) / MB:9.0f} "
-              f"{sum(p.pss for p in peak.role('trial', 'trial child')) / MB:6.0f} | "
-              f"{(peak.used - row.base_used) / MB:10.0f} {(peak.shm_used - row.base_shm) / MB:9.0f}")
-    print("Trial workers at that sample (mean over the n workers): RSS = dataset pages mapped from the object store "
-          "(shared) + private (USS) + other shared (libraries):")
-    print(f"{'n':>2} | {'RSS':>5} = {'dataset':>7} + {'private':>7} + {'other':>5} | {'peak private over life':>22} | "
-          f"copies (mappings with >= {copy_floor(arrays) / MB:.0f} MB private, where a copy would live)")
+        print(
+            f"{row.trials:2d} {row.concurrent_samples:7d} | {peak.pss / MB:8.0f} | {extra:>17} {dataset_extra:>13} | "
+            f"{row.store / MB:11.0f} {row.driver_anon / MB:11.0f} {sum(p.pss for p in peak.role('ray')) / MB:9.0f} "
+            f"{sum(p.pss for p in peak.role('trial', 'trial child')) / MB:6.0f} | "
+            f"{(peak.used - row.base_used) / MB:10.0f} {(peak.shm_used - row.base_shm) / MB:9.0f}"
+        )
+    print(
+        "Trial workers at that sample (mean over the n workers): RSS = dataset pages mapped from the object store "
+        "(shared) + private (USS) + other shared (libraries):"
+    )
+    print(
+        f"{'n':>2} | {'RSS':>5} = {'dataset':>7} + {'private':>7} + {'other':>5} | {'peak private over life':>22} | "
+        f"copies (mappings with >= {copy_floor(arrays) / MB:.0f} MB private, where a copy would live)"
+    )
     for row in rows:
         workers = row.peak.role("trial")
         rss, shared = statistics.mean(p.rss for p in workers), statistics.mean(p.store_rss for p in workers)
         private = statistics.mean(p.uss for p in workers)
-        print(f"{row.trials:2d} | {rss / MB:5.0f} = {shared / MB:7.0f} + {private / MB:7.0f} + "
-              f"{(rss - shared - private) / MB:5.0f} | {' '.join(f'{u / MB:.0f}' for u in row.trial_peaks_uss):>22} | "
-              f"{', '.join(f'{c / MB:.0f} MB' for c in row.copies) or 'none'}")
-    print("+ per extra trial: node PSS less the driver's anonymous memory, added per trial beyond the first row; of it "
-          "dataset: the change in object-store pages plus private copies. store: shm pages mapped in the node, each "
-          "once. driver anon: its own copy of the arrays, Tune, MLflow client. used/shm delta: MemTotal-MemAvailable "
-          "and /dev/shm in use minus their values before Ray started (other work on this machine moves both).")
+        print(
+            f"{row.trials:2d} | {rss / MB:5.0f} = {shared / MB:7.0f} + {private / MB:7.0f} + "
+            f"{(rss - shared - private) / MB:5.0f} | {' '.join(f'{u / MB:.0f}' for u in row.trial_peaks_uss):>22} | "
+            f"{', '.join(f'{c / MB:.0f} MB' for c in row.copies) or 'none'}"
+        )
+    print(
+        "+ per extra trial: node PSS less the driver's anonymous memory, added per trial beyond the first row; of it "
+        "dataset: the change in object-store pages plus private copies. store: shm pages mapped in the node, each "
+        "once. driver anon: its own copy of the arrays, Tune, MLflow client. used/shm delta: MemTotal-MemAvailable "
+        "and /dev/shm in use minus their values before Ray started (other work on this machine moves both)."
+    )
     print("    " + "; ".join(f"n={row.trials}: sweep {row.seconds:.0f} s" for row in rows))
     print(f"Bar: each extra trial adds < {BAR_MB:.0f} MB for the dataset: {'met' if met else 'NOT met'}")
     return met
@@ -448,8 +513,10 @@ def main() -> None:
     started = time.perf_counter()
     arrays = read_nyu(data)
     log.info("read %s in %.0f s", data, time.perf_counter() - started)
-    print(f"data: {data} ({len(arrays)} frames, images {arrays.images.nbytes / MB:.0f} MB + depths "
-          f"{arrays.depths.nbytes / MB:.0f} MB in memory; read in {time.perf_counter() - started:.0f} s)")
+    print(
+        f"data: {data} ({len(arrays)} frames, images {arrays.images.nbytes / MB:.0f} MB + depths "
+        f"{arrays.depths.nbytes / MB:.0f} MB in memory; read in {time.perf_counter() - started:.0f} s)"
+    )
     if not args.skip_throughput:
         throughput(arrays, args.workers, args.batches, args.steps)
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # give back what the paper-size steps left in malloc's arenas

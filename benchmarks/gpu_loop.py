@@ -2,8 +2,8 @@
 augmentation in ``num_workers`` DataLoader processes, bf16 autocast on CUDA, evaluation and a
 checkpoint every epoch, as a trial runs it) next to the images/s of the training step alone on a batch
 already on the device (gpu_throughput's bf16 eager setting in the same layout: channels_last, the CUDA
-default, or contiguous with ``--contiguous``), for Net12 and FCRN in the paper configuration. loop/step near 1 means the input pipeline keeps up with the GPU; well below 1 means
-the GPU waits for data.
+default, or contiguous with ``--contiguous``), for Net12 and FCRN in the paper configuration. loop/step
+near 1 means the input pipeline keeps up with the GPU; well below 1 means the GPU waits for data.
 
     python benchmarks/gpu_loop.py [--frames 800] [--scenes 48] [--workers 3 8] [--models net12 fcrn] [--contiguous]
                                   [--data-dir DIR] [--json PATH]
@@ -35,13 +35,33 @@ from depthtune.train import TrainConfig, train
 
 logger = logging.getLogger("gpu_loop")
 
-def loop_rates(model: str, profile: str, data: Path, arrays: NYUArrays, workers: int, epochs: int, batch: int,
-               lr: float, contiguous: bool, device: str, workdir: Path) -> list[float]:
+
+def loop_rates(
+    model: str,
+    profile: str,
+    data: Path,
+    arrays: NYUArrays,
+    workers: int,
+    epochs: int,
+    batch: int,
+    lr: float,
+    contiguous: bool,
+    device: str,
+    workdir: Path,
+) -> list[float]:
     """Training images/s of each epoch of ``train()`` (the loader's waits included, evaluation not)."""
     values = {
-        "model": model, "model_cfg": model_config(profile, model), "data": str(data), "epochs": epochs,
-        "batch_size": batch, "eval_batch_size": batch, "lr": lr, "num_workers": workers, "device": device,
-        "select_metric": "val_loss", "keep_checkpoints": 1,
+        "model": model,
+        "model_cfg": model_config(profile, model),
+        "data": str(data),
+        "epochs": epochs,
+        "batch_size": batch,
+        "eval_batch_size": batch,
+        "lr": lr,
+        "num_workers": workers,
+        "device": device,
+        "select_metric": "val_loss",
+        "keep_checkpoints": 1,
     }
     if contiguous and "channels_last" in {f.name for f in fields(TrainConfig)}:  # older versions: always contiguous
         values["channels_last"] = False
@@ -71,11 +91,17 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[3, 8], help="DataLoader num_workers to run")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per loop run; the first is not counted")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=0.001,
-                        help="learning rate (speed does not depend on it; FCRN at 0.01 can diverge in epoch 1)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=0.001,
+        help="learning rate (speed does not depend on it; FCRN at 0.01 can diverge in epoch 1)",
+    )
     parser.add_argument("--profile", choices=("paper", "cpu"), default="paper", help="model sizes (cpu: a quick check)")
     parser.add_argument("--contiguous", action="store_true", help="train in contiguous layout (channels_last: False)")
-    parser.add_argument("--data-dir", type=Path, help="keep the synthetic file here for later runs (default: a temp dir)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="keep the synthetic file here for later runs (default: a temp dir)"
+    )
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -95,28 +121,68 @@ def main() -> int:
             step = step_rate(model, args.profile, device, args.batch, args.contiguous)
             for workers in args.workers:
                 started = time.perf_counter()
-                rates = loop_rates(model, args.profile, data, arrays, workers, args.epochs, args.batch, args.lr,
-                                   args.contiguous, args.device, Path(tmp))
+                rates = loop_rates(
+                    model,
+                    args.profile,
+                    data,
+                    arrays,
+                    workers,
+                    args.epochs,
+                    args.batch,
+                    args.lr,
+                    args.contiguous,
+                    args.device,
+                    Path(tmp),
+                )
                 loop = statistics.median(rates[1:])
-                rows.append({"model": model, "num_workers": workers, "step_images_per_s": step,
-                             "loop_images_per_s": loop, "epoch_images_per_s": rates,
-                             "loop_over_step": loop / step if step else None})
-                logger.info("%s num_workers %d: loop %.0f img/s, step alone %s img/s (%.0f s)", model, workers, loop,
-                            f"{step:.0f}" if step else "-", time.perf_counter() - started)
-    print(f"\ngpu_loop [{dev}, {cores} CPU cores] {args.profile} config, batch {args.batch}, {args.frames} frames, "
-          f"{'contiguous' if args.contiguous else 'channels_last on CUDA'} "
-          f"({args.scenes} scenes tiled), median of epochs 2..{args.epochs}\n")
+                rows.append(
+                    {
+                        "model": model,
+                        "num_workers": workers,
+                        "step_images_per_s": step,
+                        "loop_images_per_s": loop,
+                        "epoch_images_per_s": rates,
+                        "loop_over_step": loop / step if step else None,
+                    }
+                )
+                logger.info(
+                    "%s num_workers %d: loop %.0f img/s, step alone %s img/s (%.0f s)",
+                    model,
+                    workers,
+                    loop,
+                    f"{step:.0f}" if step else "-",
+                    time.perf_counter() - started,
+                )
+    print(
+        f"\ngpu_loop [{dev}, {cores} CPU cores] {args.profile} config, batch {args.batch}, {args.frames} frames, "
+        f"{'contiguous' if args.contiguous else 'channels_last on CUDA'} "
+        f"({args.scenes} scenes tiled), median of epochs 2..{args.epochs}\n"
+    )
     print("| model | num_workers | step alone img/s | training loop img/s | loop / step |")
     print("|---|---|---|---|---|")
     for row in rows:
         ratio = row["loop_over_step"]
         step = row["step_images_per_s"]
-        print(f"| {row['model']} | {row['num_workers']} | {f'{step:.0f}' if step else '-'} | "
-              f"{row['loop_images_per_s']:.0f} | {f'{ratio:.2f}' if ratio else '-'} |")
+        print(
+            f"| {row['model']} | {row['num_workers']} | {f'{step:.0f}' if step else '-'} | "
+            f"{row['loop_images_per_s']:.0f} | {f'{ratio:.2f}' if ratio else '-'} |"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": dev, "cpu_cores": cores, "torch": torch.__version__,
-                                         "frames": args.frames, "batch": args.batch, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "device": dev,
+                    "cpu_cores": cores,
+                    "torch": torch.__version__,
+                    "frames": args.frames,
+                    "batch": args.batch,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"\ngpu_loop [{dev}] figures written to {args.json}")
     return 0
 

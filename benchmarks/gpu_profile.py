@@ -45,8 +45,9 @@ def self_device_us(event, device: torch.device) -> float:
     return event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
 
 
-def profile_steps(name: str, cfg: dict, device: torch.device, bf16: bool, channels_last: bool, batch: int,
-                  steps: int) -> list[tuple[str, float]]:
+def profile_steps(
+    name: str, cfg: dict, device: torch.device, bf16: bool, channels_last: bool, batch: int, steps: int
+) -> list[tuple[str, float]]:
     """(operator, own device microseconds per step) of `steps` steady training steps; kernels count
     towards the operator that launched them (their own rows are skipped, not counted twice)."""
     torch.manual_seed(0)
@@ -60,8 +61,11 @@ def profile_steps(name: str, cfg: dict, device: torch.device, bf16: bool, channe
         for _ in range(steps):
             step()
         sync()
-    per_op = [(event.key, self_device_us(event, device) / steps) for event in prof.key_averages()
-              if event.device_type == DeviceType.CPU]
+    per_op = [
+        (event.key, self_device_us(event, device) / steps)
+        for event in prof.key_averages()
+        if event.device_type == DeviceType.CPU
+    ]
     return sorted([row for row in per_op if row[1] > 0], key=lambda row: -row[1])
 
 
@@ -99,8 +103,10 @@ def main() -> int:
     cfg = model_cfg(profile_name, args.model)
     batch = 2 if args.smoke else args.batch
     layout = "channels_last" if args.channels_last else "contiguous"
-    print(f"gpu_profile [{device_name(device)}] {args.model} {profile_name} config, batch {batch}, {layout}, "
-          f"{args.steps} profiled training steps per dtype, torch {torch.__version__}")
+    print(
+        f"gpu_profile [{device_name(device)}] {args.model} {profile_name} config, batch {batch}, {layout}, "
+        f"{args.steps} profiled training steps per dtype, torch {torch.__version__}"
+    )
     shares = {}
     for bf16 in (False, True):
         label = f"{args.model} {'bf16' if bf16 else 'fp32'} {layout}"

@@ -4,7 +4,8 @@ off/on, eager vs torch.compile, with each
 model's FLOPs per image (torch.utils.flop_counter) and the model FLOPs utilisation (MFU) of the best
 training setting against the GPU's dense bf16 peak.
 
-    python benchmarks/gpu_throughput.py [--models net12 net3 fcrn] [--compile best|all|off] [--time-budget S] [--json PATH]
+    python benchmarks/gpu_throughput.py [--models net12 net3 fcrn] [--compile best|all|off]
+                                        [--time-budget S] [--json PATH]
     python benchmarks/gpu_throughput.py --device cpu --smoke     # the same code path, tiny, on CPU
 
 A training step is the one in ``depthtune.train``: forward under autocast, the model's loss
@@ -20,10 +21,10 @@ dtype/layout settings run for every model first, then the fastest of them again 
 ``cudnn.benchmark`` on, then compiled settings: ``--compile best`` (default) compiles only the fastest
 eager setting, ``--compile all`` all four; a compiled setting not started within ``--time-budget``
 seconds of the start is skipped (recorded as such), so a bounded GPU lease still gets every eager
-figure. ``--json`` is rewritten after every setting, so a run cut short keeps what it measured. ``--smoke`` uses tiny models (``SMOKE_CONFIGS``), tiny counts and
-the ``aot_eager`` compile backend (Inductor's C++ code generation takes minutes per model on a small
-CPU; ``--compile-backend inductor`` tries it). Without CUDA (and without ``--device cpu``) it
-measures nothing and exits 0.
+figure. ``--json`` is rewritten after every setting, so a run cut short keeps what it measured.
+``--smoke`` uses tiny models (``SMOKE_CONFIGS``), tiny counts and the ``aot_eager`` compile backend
+(Inductor's C++ code generation takes minutes per model on a small CPU; ``--compile-backend inductor``
+tries it). Without CUDA (and without ``--device cpu``) it measures nothing and exits 0.
 """
 
 from __future__ import annotations
@@ -87,8 +88,11 @@ class Setting:
     @property
     def label(self) -> str:
         """Short name, e.g. 'bf16 channels_last compiled' (+ ' cudnn.benchmark' when autotuned)."""
-        words = ["bf16" if self.bf16 else "fp32", "channels_last" if self.channels_last else "contiguous",
-                 "compiled" if self.compiled else "eager"]
+        words = [
+            "bf16" if self.bf16 else "fp32",
+            "channels_last" if self.channels_last else "contiguous",
+            "compiled" if self.compiled else "eager",
+        ]
         return " ".join(words + (["cudnn.benchmark"] if self.cudnn_benchmark else []))
 
 
@@ -195,7 +199,9 @@ def train_step(model: nn.Module, name: str, batch: tuple[torch.Tensor, ...], bf1
     loss_fn = loss_for_model(name, grad_weight=defaults.grad_weight)
     optimizer = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad],
-        lr=defaults.lr, momentum=defaults.momentum, weight_decay=defaults.weight_decay,
+        lr=defaults.lr,
+        momentum=defaults.momentum,
+        weight_decay=defaults.weight_decay,
     )
     image, target, mask = batch
 
@@ -254,7 +260,12 @@ def measure(
 
 
 def run_setting(
-    name: str, cfg: dict, setting: Setting, device: torch.device, counts: Counts, flops: tuple[float, float],
+    name: str,
+    cfg: dict,
+    setting: Setting,
+    device: torch.device,
+    counts: Counts,
+    flops: tuple[float, float],
     backend: str,
 ) -> Result:
     """Build a fresh model for `setting`, time its training then its inference, and return the figures."""
@@ -269,13 +280,15 @@ def run_setting(
     runner = torch.compile(model, backend=backend) if setting.compiled else model
     batch = synthetic_batch(name, cfg, counts.batch, device, setting.channels_last)
     model.train()
-    seconds, result.compile_train_s = measure(train_step(runner, name, batch, setting.bf16), device, counts,
-                                              setting.compiled)
+    seconds, result.compile_train_s = measure(
+        train_step(runner, name, batch, setting.bf16), device, counts, setting.compiled
+    )
     result.train_images_per_s = counts.batch / seconds
     result.train_tflops = flops[0] * result.train_images_per_s / 1e12
     model.eval()
-    seconds, result.compile_infer_s = measure(infer_step(runner, batch[0], device, setting.bf16), device, counts,
-                                              setting.compiled)
+    seconds, result.compile_infer_s = measure(
+        infer_step(runner, batch[0], device, setting.bf16), device, counts, setting.compiled
+    )
     result.infer_ms_per_image = seconds / counts.batch * 1e3
     result.infer_tflops = flops[1] / (seconds / counts.batch) / 1e12
     if device.type == "cuda":
@@ -285,12 +298,18 @@ def run_setting(
 
 def empty_result(name: str, setting: Setting, error: str | None = None) -> Result:
     """A result row for `setting` with no figures yet (or only an error)."""
-    return Result(name, setting.label, setting.bf16, setting.channels_last, setting.compiled, setting.cudnn_benchmark,
-                  error=error)
+    return Result(
+        name, setting.label, setting.bf16, setting.channels_last, setting.compiled, setting.cudnn_benchmark, error=error
+    )
 
 
 def run_guarded(
-    name: str, cfg: dict, setting: Setting, device: torch.device, counts: Counts, flops: tuple[float, float],
+    name: str,
+    cfg: dict,
+    setting: Setting,
+    device: torch.device,
+    counts: Counts,
+    flops: tuple[float, float],
     backend: str,
 ) -> Result:
     """run_setting under the setting's cudnn.benchmark mode, recording a failure (compile error, out of
@@ -309,8 +328,13 @@ def run_guarded(
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    logger.info("%s %s: %s (%.1f s)", name, setting.label, result.error or f"{result.train_images_per_s:.1f} img/s",
-                time.perf_counter() - started)
+    logger.info(
+        "%s %s: %s (%.1f s)",
+        name,
+        setting.label,
+        result.error or f"{result.train_images_per_s:.1f} img/s",
+        time.perf_counter() - started,
+    )
     return result
 
 
@@ -368,7 +392,10 @@ def fmt(value: float | None, spec: str) -> str:
 def table(results: list[Result]) -> str:
     """Markdown table of one model's results."""
     lines = [
-        "| setting | train img/s | train TFLOP/s | inference ms/img | inference TFLOP/s | compile s (train/infer) | peak GiB |",
+        (
+            "| setting | train img/s | train TFLOP/s | inference ms/img | inference TFLOP/s "
+            "| compile s (train/infer) | peak GiB |"
+        ),
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -384,23 +411,32 @@ def table(results: list[Result]) -> str:
 
 
 def report_model(
-    name: str, dev: str, profile: str, counts: Counts, flops: tuple[float, float], results: list[Result],
+    name: str,
+    dev: str,
+    profile: str,
+    counts: Counts,
+    flops: tuple[float, float],
+    results: list[Result],
     peak: tuple[float | None, str],
 ) -> dict:
     """Print one model's block (table, bf16/fp32 ratios, MFU) and return its figures for the JSON."""
     cfg = model_cfg(profile, name)
     geo = geometry(name, **cfg)
-    print(f"\n### {name} [{dev}] {profile} config, batch {counts.batch}, input {geo.input_size[0]}x{geo.input_size[1]}"
-          f" -> output {geo.output_size[0]}x{geo.output_size[1]}; model GFLOPs/image: train {flops[0] / 1e9:.1f},"
-          f" inference {flops[1] / 1e9:.1f}\n")
+    print(
+        f"\n### {name} [{dev}] {profile} config, batch {counts.batch}, input {geo.input_size[0]}x{geo.input_size[1]}"
+        f" -> output {geo.output_size[0]}x{geo.output_size[1]}; model GFLOPs/image: train {flops[0] / 1e9:.1f},"
+        f" inference {flops[1] / 1e9:.1f}\n"
+    )
     print(table(results))
     ratios = bf16_ratios(results)
     loop_setting = "channels_last eager" if LOOP_CHANNELS_LAST else "contiguous eager"
     loop_ratio = ratios.get(loop_setting)
     verdict = ""
     if name == "fcrn" and loop_ratio is not None:
-        verdict = (f"; bar >= {FCRN_BAR:g}x at the training loop's CUDA setting ({loop_setting}): "
-                   f"{'met' if loop_ratio >= FCRN_BAR else 'NOT met'}")
+        verdict = (
+            f"; bar >= {FCRN_BAR:g}x at the training loop's CUDA setting ({loop_setting}): "
+            f"{'met' if loop_ratio >= FCRN_BAR else 'NOT met'}"
+        )
     shown = ", ".join(f"{key} {value:.2f}x" for key, value in ratios.items()) or "no pair measured"
     print(f"\n{name} [{dev}] bf16/fp32 training images/s: {shown}{verdict}")
     best = best_training(results)
@@ -411,8 +447,10 @@ def report_model(
             print(f"{name} [{dev}] best training setting {best.setting}: {achieved:.3g} TFLOP/s ({peak[1]})")
         else:
             mfu = achieved / peak[0]
-            print(f"{name} [{dev}] MFU of best training setting ({best.setting}): {mfu:.1%} "
-                  f"({achieved:.3g} of {peak[0]:g} TFLOP/s, {peak[1]})")
+            print(
+                f"{name} [{dev}] MFU of best training setting ({best.setting}): {mfu:.1%} "
+                f"({achieved:.3g} of {peak[0]:g} TFLOP/s, {peak[1]})"
+            )
     return {
         "config": cfg,
         "input_size": list(geo.input_size),
@@ -429,8 +467,16 @@ def report_model(
 class Run:
     """Every model's results so far, rewritten to ``--json`` after each setting so a cut-short run keeps them."""
 
-    def __init__(self, models: list[str], profile: str, device: torch.device, counts: Counts, backend: str,
-                 header: dict, json_path: Path | None) -> None:
+    def __init__(
+        self,
+        models: list[str],
+        profile: str,
+        device: torch.device,
+        counts: Counts,
+        backend: str,
+        header: dict,
+        json_path: Path | None,
+    ) -> None:
         self.profile, self.device, self.counts, self.backend = profile, device, counts, backend
         self.header, self.json_path = header, json_path
         self.configs = {name: model_cfg(profile, name) for name in models}
@@ -439,8 +485,9 @@ class Run:
 
     def measure(self, name: str, setting: Setting) -> None:
         """Measure one setting of one model and save the figures so far."""
-        result = run_guarded(name, self.configs[name], setting, self.device, self.counts, self.flops[name],
-                             self.backend)
+        result = run_guarded(
+            name, self.configs[name], setting, self.device, self.counts, self.flops[name], self.backend
+        )
         self.record(result)
 
     def record(self, result: Result) -> None:
@@ -470,8 +517,9 @@ def benchmark(run: Run, compile_mode: str, time_budget: float | None, started: f
         for setting in settings_to_compile(compile_mode, run.results[name]):
             elapsed = time.perf_counter() - started
             if time_budget is not None and elapsed > time_budget:
-                logger.info("%s %s: skipped (%.0f s of the %.0f s budget spent)", name, setting.label, elapsed,
-                            time_budget)
+                logger.info(
+                    "%s %s: skipped (%.0f s of the %.0f s budget spent)", name, setting.label, elapsed, time_budget
+                )
                 run.record(empty_result(name, setting, f"skipped: time budget {time_budget:.0f} s spent"))
                 continue
             run.measure(name, setting)
@@ -498,21 +546,34 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--smoke", action="store_true", help="tiny models and counts: checks the code path")
-    parser.add_argument("--profile", choices=("paper", "cpu", "smoke"),
-                        help="model sizes: a depthtune profile or the tiny smoke one (default: paper; smoke with --smoke)")
+    parser.add_argument(
+        "--profile",
+        choices=("paper", "cpu", "smoke"),
+        help="model sizes: a depthtune profile or the tiny smoke one (default: paper; smoke with --smoke)",
+    )
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
-    parser.add_argument("--compile", choices=("best", "all", "off"), default="best",
-                        help="best: compile only the fastest eager dtype/layout (default); all: all four")
+    parser.add_argument(
+        "--compile",
+        choices=("best", "all", "off"),
+        default="best",
+        help="best: compile only the fastest eager dtype/layout (default); all: all four",
+    )
     parser.add_argument("--compile-backend", help="torch.compile backend (default: inductor; aot_eager with --smoke)")
     parser.add_argument("--batch", type=positive_int)
     parser.add_argument("--warmup", type=positive_int, help="untimed steps per phase")
     parser.add_argument("--windows", type=positive_int, help="timed windows per phase; the median is reported")
     parser.add_argument("--iters", type=positive_int, help="steps per timed window")
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of the device in TFLOP/s, for MFU")
-    parser.add_argument("--time-budget", type=float,
-                        help="seconds from the start after which compiled settings are skipped (eager ones always run)")
-    parser.add_argument("--no-tf32", action="store_true",
-                        help="fp32 convolutions and matrix products in full IEEE fp32 (cudnn.allow_tf32 off)")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        help="seconds from the start after which compiled settings are skipped (eager ones always run)",
+    )
+    parser.add_argument(
+        "--no-tf32",
+        action="store_true",
+        help="fp32 convolutions and matrix products in full IEEE fp32 (cudnn.allow_tf32 off)",
+    )
     parser.add_argument("--json", type=Path, help="write all figures to this file")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (failure tracebacks)")
     return parser.parse_args()
@@ -522,11 +583,14 @@ def main() -> int:
     """Measure every model and setting, print the tables, optionally write the JSON."""
     started = time.perf_counter()
     args = parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("gpu_throughput: no CUDA device was found, so nothing was measured "
-              "(`--device cpu --smoke` checks the code path on CPU)")
+        print(
+            "gpu_throughput: no CUDA device was found, so nothing was measured "
+            "(`--device cpu --smoke` checks the code path on CPU)"
+        )
         return 0
     device = torch.device(args.device)
     if args.no_tf32:
@@ -537,15 +601,24 @@ def main() -> int:
     backend = args.compile_backend or ("aot_eager" if args.smoke else "inductor")
     dev = device_name(device)
     peak = peak_tflops(dev, args.peak_tflops) if device.type == "cuda" or args.peak_tflops else (None, "CPU: no peak")
-    print(f"gpu_throughput [{dev}] torch {torch.__version__}, CUDA {torch.version.cuda}, profile {profile}, "
-          f"batch {counts.batch}, warm-up {counts.warmup}, {counts.windows} windows x {counts.iters} steps, "
-          f"compile {args.compile} ({backend}), cudnn.allow_tf32 {torch.backends.cudnn.allow_tf32}, "
-          f"matmul precision {torch.get_float32_matmul_precision()}, peak: {fmt(peak[0], 'g')} TFLOP/s ({peak[1]})")
+    print(
+        f"gpu_throughput [{dev}] torch {torch.__version__}, CUDA {torch.version.cuda}, profile {profile}, "
+        f"batch {counts.batch}, warm-up {counts.warmup}, {counts.windows} windows x {counts.iters} steps, "
+        f"compile {args.compile} ({backend}), cudnn.allow_tf32 {torch.backends.cudnn.allow_tf32}, "
+        f"matmul precision {torch.get_float32_matmul_precision()}, peak: {fmt(peak[0], 'g')} TFLOP/s ({peak[1]})"
+    )
     report = {
-        "device": dev, "torch": torch.__version__, "cuda": torch.version.cuda, "profile": profile,
-        "counts": asdict(counts), "compile": args.compile, "compile_backend": backend,
+        "device": dev,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "profile": profile,
+        "counts": asdict(counts),
+        "compile": args.compile,
+        "compile_backend": backend,
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "matmul_precision": torch.get_float32_matmul_precision(), "peak_bf16_tflops": peak[0], "peak_source": peak[1],
+        "matmul_precision": torch.get_float32_matmul_precision(),
+        "peak_bf16_tflops": peak[0],
+        "peak_source": peak[1],
         "time_budget_s": args.time_budget,
     }
     run = Run(args.models, profile, device, counts, backend, report, args.json)

@@ -163,7 +163,9 @@ def measure(pool: Pool, sweep: Sweep, method: str, trials: int, epochs: int, sam
     """Run ``trials`` concurrent trials logging ``epochs`` epochs by ``method``; check what arrived."""
     client = sweep.client
     run_ids = [
-        RunLogger.start(client, sweep.experiment_id, name=f"{method}-trial-{trial}", parent_run_id=sweep.parent_id).run_id
+        RunLogger.start(
+            client, sweep.experiment_id, name=f"{method}-trial-{trial}", parent_run_id=sweep.parent_id
+        ).run_id
         for trial in range(trials)
     ]
     jobs = [Job(client.tracking_uri, run_id, method, trial, epochs) for trial, run_id in enumerate(run_ids)]
@@ -231,7 +233,8 @@ def postgres_problem() -> str | None:
     """Why the PostgreSQL backend cannot run here, or None."""
     if find_postgres_bin() is None:
         return (
-            "PostgreSQL server programs (initdb, postgres, pg_ctl) not found: apt-get install postgresql, or set DEPTHTUNE_PG_BIN"
+            "PostgreSQL server programs (initdb, postgres, pg_ctl) not found: apt-get install postgresql, "
+            "or set DEPTHTUNE_PG_BIN"
         )
     if importlib.util.find_spec("psycopg2") is None:
         return "psycopg2 is not installed: pip install -e '.[dev]'"
@@ -239,7 +242,13 @@ def postgres_problem() -> str | None:
 
 
 def run_backend(
-    pool: Pool, backend: str, store: Store, directory: Path, trials: int, epochs: dict[str, int], sampler: TreeCPUSampler | None
+    pool: Pool,
+    backend: str,
+    store: Store,
+    directory: Path,
+    trials: int,
+    epochs: dict[str, int],
+    sampler: TreeCPUSampler | None,
 ) -> list[Result]:
     """Both methods against ``backend``'s store in ``directory``, under one experiment and sweep run."""
     started = time.monotonic()
@@ -258,15 +267,21 @@ def run_backend(
 
 def report(results: list[Result], trials: int) -> None:
     """The table of rates and, per backend, the ratio depthtune path / naive; CPU by role if sampled."""
-    print(f"\n{trials} concurrent trials, {len(EPOCH_METRICS)} metrics per epoch; rate = values stored / wall time; "
-          "trial CPU = CPU s the trial processes spent per 1000 values")
-    print(f"{'backend':<26} {'method':<44} {'epochs':>6} {'values':>7} {'seconds':>8} {'metrics/s':>10} "
-          f"{'trial CPU':>10}  arrived")
+    print(
+        f"\n{trials} concurrent trials, {len(EPOCH_METRICS)} metrics per epoch; rate = values stored / wall time; "
+        "trial CPU = CPU s the trial processes spent per 1000 values"
+    )
+    print(
+        f"{'backend':<26} {'method':<44} {'epochs':>6} {'values':>7} {'seconds':>8} {'metrics/s':>10} "
+        f"{'trial CPU':>10}  arrived"
+    )
     for r in results:
         arrived = "all" if r.missing == 0 else f"NO: {r.missing} missing"
         method = f"{r.method} ({METHODS[r.method]})"
-        print(f"{r.backend:<26} {method:<44} {r.epochs:>6} {r.values:>7} {r.seconds:>8.2f} "
-              f"{r.rate:>10.0f} {r.per_kilo(r.trial_cpu):>10.2f}  {arrived}")
+        print(
+            f"{r.backend:<26} {method:<44} {r.epochs:>6} {r.values:>7} {r.seconds:>8.2f} "
+            f"{r.rate:>10.0f} {r.per_kilo(r.trial_cpu):>10.2f}  {arrived}"
+        )
     for backend in dict.fromkeys(r.backend for r in results):
         rates = {r.method: r.rate for r in results if r.backend == backend}
         print(f"{backend}: depthtune / naive = {rates['depthtune'] / rates['naive']:.1f}x")

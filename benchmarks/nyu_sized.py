@@ -39,8 +39,10 @@ def copy_chunks(source: h5py.Dataset, target: h5py.Dataset, scenes: int) -> None
     """Fill every frame of ``target`` with the compressed chunk of frame ``i % scenes`` of ``source``
     (both written by NYUFileWriter: one chunk per frame, same filters), without recompressing."""
     if source.chunks != target.chunks or source.compression != target.compression:
-        raise ValueError(f"{source.name}: tile chunks {source.chunks} ({source.compression}) differ from the "
-                         f"target's {target.chunks} ({target.compression})")
+        raise ValueError(
+            f"{source.name}: tile chunks {source.chunks} ({source.compression}) differ from the "
+            f"target's {target.chunks} ({target.compression})"
+        )
     rest = (0,) * (target.ndim - 1)
     tiles = [source.id.read_direct_chunk((j, *rest)) for j in range(scenes)]
     for i in range(target.shape[0]):

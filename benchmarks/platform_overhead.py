@@ -6,7 +6,8 @@ run takes 2.0 s an epoch and 3.0 s a few minutes later). Prints the median of th
 steady-state time per epoch (epoch 2 onwards: the time between consecutive epoch ends) and, apart,
 the one-time start-up of each side.
 
-    python benchmarks/platform_overhead.py [--reps 6] [--epochs 6] [--scenes 300] [--threads 2] [--control] [--cpu-by-role]
+    python benchmarks/platform_overhead.py [--reps 6] [--epochs 6] [--scenes 300] [--threads 2] [--control]
+                                           [--cpu-by-role]
 
 (a) runs in a fresh Python process of its own with nothing else running: no Ray, no measuring
 thread in its process. (b) is ``run_sweep`` as a user calls it: it starts a local Ray and a local
@@ -68,14 +69,23 @@ CONTROL_PARAMS = {"lr": 0.01, "momentum": 0.9, "step_size": 5, "grad_weight": 1.
 BARE_RESULT = "bare_result.json"
 
 
-def tracked(data: Path, workdir: Path, epochs: int, preview_frames: int, threads: int) -> tuple[list[float], list[float], float, dict]:
+def tracked(
+    data: Path, workdir: Path, epochs: int, preview_frames: int, threads: int
+) -> tuple[list[float], list[float], float, dict]:
     """(b): a one-trial sweep in ``workdir``; returns epoch-end times (s, from the trial's metric
     timestamps), each epoch's train + evaluation seconds, start-up (call to first epoch end minus
     that epoch's training) and the params."""
     config = SweepConfig.from_dict(
         {
-            "model": "net12", "data": str(data), "num_samples": 1, "max_concurrent": 1, "cpus_per_trial": threads,
-            "grace_period": epochs, "seed": 0, "storage_path": str(workdir / "ray_results"), "search_space": SPACE,
+            "model": "net12",
+            "data": str(data),
+            "num_samples": 1,
+            "max_concurrent": 1,
+            "cpus_per_trial": threads,
+            "grace_period": epochs,
+            "seed": 0,
+            "storage_path": str(workdir / "ray_results"),
+            "search_space": SPACE,
             "paper_settings": paper_settings("net12"),
             "preview_frames": preview_frames,
             "train": {"epochs": epochs, "batch_size": 16, "model_cfg": model_config("cpu", "net12")},
@@ -101,8 +111,15 @@ def bare(data: Path, workdir: Path, epochs: int, params: dict, threads: int) -> 
     train + evaluation seconds and start-up."""
     torch.set_num_threads(threads)
     config = TrainConfig.from_dict(
-        {"model": "net12", "data": str(data), "epochs": epochs, "batch_size": 16, "model_cfg": model_config("cpu", "net12"),
-         "select_metric": "val_abs_rel", **params}
+        {
+            "model": "net12",
+            "data": str(data),
+            "epochs": epochs,
+            "batch_size": 16,
+            "model_cfg": model_config("cpu", "net12"),
+            "select_metric": "val_abs_rel",
+            **params,
+        }
     )
     ends: list[float] = []
     seconds: list[float] = []
@@ -123,7 +140,9 @@ def tracked_params(epochs: int) -> dict:
     return PaperSettings.from_dict(paper_settings("net12")).params(epochs)
 
 
-def bare_in_own_process(data: Path, workdir: Path, epochs: int, params: dict, threads: int) -> tuple[list[float], list[float], float]:
+def bare_in_own_process(
+    data: Path, workdir: Path, epochs: int, params: dict, threads: int
+) -> tuple[list[float], list[float], float]:
     """(a) in a fresh Python process (``--bare-child``), so that nothing else runs beside it."""
     job = {"data": str(data), "workdir": str(workdir), "epochs": epochs, "params": params, "threads": threads}
     subprocess.run([sys.executable, __file__, "--bare-child", json.dumps(job)], check=True)
@@ -153,9 +172,13 @@ def cpu_per_epoch(sampler: TreeCPUSampler, ends: list[float]) -> str:
     epoch = steady(ends)
     used = {role: rate * epoch for role, rate in sampler.by_role(ends[1], ends[-1]).items()}
     ran, waited, preempted = (rate * epoch for rate in sampler.training_scheduling(ends[1], ends[-1]))
-    roles = ", ".join(f"{role} {seconds:.2f}" for role, seconds in sorted(used.items(), key=lambda kv: -kv[1]) if seconds > 0)
-    return (f"{roles}; training process: on a CPU {ran:.2f} s, waiting for one {waited:.3f} s, "
-            f"preempted {preempted:.0f} times")
+    roles = ", ".join(
+        f"{role} {seconds:.2f}" for role, seconds in sorted(used.items(), key=lambda kv: -kv[1]) if seconds > 0
+    )
+    return (
+        f"{roles}; training process: on a CPU {ran:.2f} s, waiting for one {waited:.3f} s, "
+        f"preempted {preempted:.0f} times"
+    )
 
 
 @contextlib.contextmanager
@@ -185,12 +208,19 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--scenes", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=2, help="training threads on both sides (this machine has 2 cores)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="training threads on both sides (this machine has 2 cores)"
+    )
     parser.add_argument("--preview-frames", type=int, default=4, help="0: no prediction grids (to see what they cost)")
     parser.add_argument("--control", action="store_true", help="bare loop on both sides: the ratio noise alone gives")
     parser.add_argument("--cpu-by-role", action="store_true", help="print CPU seconds per epoch of each process role")
-    parser.add_argument("--tracked-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="also run the tracked side with this environment variable set, side by side (repeatable)")
+    parser.add_argument(
+        "--tracked-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also run the tracked side with this environment variable set, side by side (repeatable)",
+    )
     parser.add_argument("--bare-child", metavar="JOB_JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
     variant = dict(item.split("=", 1) for item in args.tracked_env)
@@ -213,13 +243,18 @@ def main() -> None:
             if args.control:
                 ends_b, seconds_b, start_b = bare_in_own_process(data, Path(b_dir), args.epochs, params, args.threads)
             else:
-                ends_b, seconds_b, start_b, _ = tracked(data, Path(b_dir), args.epochs, args.preview_frames, args.threads)
+                ends_b, seconds_b, start_b, _ = tracked(
+                    data, Path(b_dir), args.epochs, args.preview_frames, args.threads
+                )
             if variant:
                 with tempfile.TemporaryDirectory() as v_dir, environment(variant):
                     ends_v = tracked(data, Path(v_dir), args.epochs, args.preview_frames, args.threads)[0]
             after = bare_in_own_process(data, Path(a_dir), args.epochs, params, args.threads)
         if args.cpu_by_role:
-            print(f"  CPU s per epoch, tracked: {cpu_per_epoch(sampler, ends_b)}\n  CPU s per epoch, bare:    {cpu_per_epoch(sampler, after[0])}")
+            print(
+                f"  CPU s per epoch, tracked: {cpu_per_epoch(sampler, ends_b)}\n"
+                f"  CPU s per epoch, bare:    {cpu_per_epoch(sampler, after[0])}"
+            )
         bare_steady = statistics.mean(steady(ends) for ends, _, _ in (before, after))
         ratio = steady(ends_b) / bare_steady
         ratios.append(ratio)
@@ -228,24 +263,42 @@ def main() -> None:
         outside_b.append(between_epochs(ends_b, seconds_b))
         starts_a.append(after[2])
         starts_b.append(start_b)
-        print(f"rep {rep + 1}: per epoch bare {steady(before[0]):.2f} s before, {steady(after[0]):.2f} s after, tracked {steady(ends_b):.2f} s, "
-              f"ratio b/a {ratio:.3f}; start-up bare {after[2]:.1f} s, tracked {start_b:.1f} s; train + evaluation b/a {loop_ratios[-1]:.3f}, "
-              f"between epochs bare {outside_a[-1]:.2f} s, tracked {outside_b[-1]:.2f} s", flush=True)
+        print(
+            f"rep {rep + 1}: per epoch bare {steady(before[0]):.2f} s before, {steady(after[0]):.2f} s after, "
+            f"tracked {steady(ends_b):.2f} s, "
+            f"ratio b/a {ratio:.3f}; start-up bare {after[2]:.1f} s, tracked {start_b:.1f} s; "
+            f"train + evaluation b/a {loop_ratios[-1]:.3f}, "
+            f"between epochs bare {outside_a[-1]:.2f} s, tracked {outside_b[-1]:.2f} s",
+            flush=True,
+        )
         if variant:
             variant_ratios.append(steady(ends_v) / bare_steady)
-            print(f"  tracked with {args.tracked_env}: {steady(ends_v):.2f} s per epoch, ratio b/a {variant_ratios[-1]:.3f}", flush=True)
+            print(
+                f"  tracked with {args.tracked_env}: {steady(ends_v):.2f} s per epoch, "
+                f"ratio b/a {variant_ratios[-1]:.3f}",
+                flush=True,
+            )
         before = after
     if args.control:
         print("CONTROL: both sides ran the bare loop; 'tracked' below is a second bare run")
-    print(f"median steady-state ratio tracked/bare over {args.reps} alternating runs: {statistics.median(ratios):.3f} "
-          f"(bar <= 1.05); start-up: bare {statistics.median(starts_a):.1f} s, tracked sweep {statistics.median(starts_b):.1f} s "
-          f"(a local Ray and mlflow server started and the runs created; a running cluster and a shared server take less)")
-    print(f"of it: train + evaluation b/a median {statistics.median(loop_ratios):.3f} (CPU taken by what runs beside the training, "
-          f"and noise); between epochs median bare {statistics.median(outside_a):.2f} s, tracked {statistics.median(outside_b):.2f} s "
-          f"(the trial's own per-epoch work)")
+    print(
+        f"median steady-state ratio tracked/bare over {args.reps} alternating runs: {statistics.median(ratios):.3f} "
+        f"(bar <= 1.05); start-up: bare {statistics.median(starts_a):.1f} s, "
+        f"tracked sweep {statistics.median(starts_b):.1f} s "
+        f"(a local Ray and mlflow server started and the runs created; a running cluster and a shared server take less)"
+    )
+    print(
+        f"of it: train + evaluation b/a median {statistics.median(loop_ratios):.3f} "
+        "(CPU taken by what runs beside the training, "
+        f"and noise); between epochs median bare {statistics.median(outside_a):.2f} s, "
+        f"tracked {statistics.median(outside_b):.2f} s "
+        f"(the trial's own per-epoch work)"
+    )
     if variant:
-        print(f"tracked with {args.tracked_env}: median ratio {statistics.median(variant_ratios):.3f} "
-              f"({', '.join(f'{r:.3f}' for r in variant_ratios)}), default {statistics.median(ratios):.3f}")
+        print(
+            f"tracked with {args.tracked_env}: median ratio {statistics.median(variant_ratios):.3f} "
+            f"({', '.join(f'{r:.3f}' for r in variant_ratios)}), default {statistics.median(ratios):.3f}"
+        )
 
 
 if __name__ == "__main__":

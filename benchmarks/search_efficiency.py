@@ -7,7 +7,8 @@ epochs, in the order they ended), and the figure of merit is the share of random
 trial-epochs TPE + ASHA needs to reach random search's final best. Both get the same budget:
 TPE + ASHA's trace is cut where it has spent as many trial-epochs.
 
-    python benchmarks/search_efficiency.py [--seeds 0 1 2] [--random-trials 12] [--epochs 8] [--startup-trials 4] [--frames 300]
+    python benchmarks/search_efficiency.py [--seeds 0 1 2] [--random-trials 12] [--epochs 8] [--startup-trials 4]
+                                           [--frames 300]
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ SPACE = {
     "grad_weight": {"type": "uniform", "low": 0.0, "high": 2.0},
 }
 MODEL_CFG = {"input_size": [64, 80], "width": 0.125}
-METHODS = {"random+fifo": {"searcher": "random", "scheduler": "fifo"}, "tpe+asha": {"searcher": "tpe", "scheduler": "asha"}}
+METHODS = {
+    "random+fifo": {"searcher": "random", "scheduler": "fifo"},
+    "tpe+asha": {"searcher": "tpe", "scheduler": "asha"},
+}
 THREADS = 2
 
 
@@ -67,11 +71,15 @@ class Trace:
         return self.best_so_far[min(epochs, len(self.best_so_far)) - 1]
 
 
-def sweep_trace(client: MlflowClient, sweep_run_id: str, experiment_id: str, method: str, seed: int, metric: str) -> Trace:
+def sweep_trace(
+    client: MlflowClient, sweep_run_id: str, experiment_id: str, method: str, seed: int, metric: str
+) -> Trace:
     """Every epoch each trial of the sweep reported, in the order they ended, as a running minimum."""
     runs = client.search_runs([experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_run_id}'", max_results=10_000)
     sign = -1.0 if higher_is_better(metric) else 1.0
-    epochs = sorted((m.timestamp, sign * m.value) for run in runs for m in client.get_metric_history(run.info.run_id, metric))
+    epochs = sorted(
+        (m.timestamp, sign * m.value) for run in runs for m in client.get_metric_history(run.info.run_id, metric)
+    )
     best, trace = math.inf, []
     for _, value in epochs:
         best = min(best, value)
@@ -80,15 +88,31 @@ def sweep_trace(client: MlflowClient, sweep_run_id: str, experiment_id: str, met
     return Trace(method, seed, len(runs), failed, trace)
 
 
-def sweep(method: str, seed: int, samples: int, args: argparse.Namespace, data: Path, tracking_uri: str, storage: Path) -> Trace:
+def sweep(
+    method: str, seed: int, samples: int, args: argparse.Namespace, data: Path, tracking_uri: str, storage: Path
+) -> Trace:
     """One sweep of ``method`` with searcher seed ``seed``; returns its trace."""
     config = SweepConfig.from_dict(
         {
-            "model": "net12", "data": str(data), "experiment": f"search-{method}", "name": f"{method}-seed{seed}",
-            "num_samples": samples, "max_concurrent": args.concurrent, "cpus_per_trial": THREADS / args.concurrent,
-            "grace_period": 1, "reduction_factor": 2, "startup_trials": args.startup_trials, "seed": seed, "max_failures": 0,
-            "search_space": SPACE, "paper_settings": paper_settings("net12"), "metric": args.metric, "preview_frames": 0,
-            "storage_path": str(storage), "tracking_uri": tracking_uri, "register_as": f"search-{method}",
+            "model": "net12",
+            "data": str(data),
+            "experiment": f"search-{method}",
+            "name": f"{method}-seed{seed}",
+            "num_samples": samples,
+            "max_concurrent": args.concurrent,
+            "cpus_per_trial": THREADS / args.concurrent,
+            "grace_period": 1,
+            "reduction_factor": 2,
+            "startup_trials": args.startup_trials,
+            "seed": seed,
+            "max_failures": 0,
+            "search_space": SPACE,
+            "paper_settings": paper_settings("net12"),
+            "metric": args.metric,
+            "preview_frames": 0,
+            "storage_path": str(storage),
+            "tracking_uri": tracking_uri,
+            "register_as": f"search-{method}",
             "train": {"epochs": args.epochs, "batch_size": 16, "model_cfg": MODEL_CFG, "seed": 0},
             **METHODS[method],
         },
@@ -96,9 +120,15 @@ def sweep(method: str, seed: int, samples: int, args: argparse.Namespace, data: 
     )
     started = time.monotonic()
     outcome = run_sweep(config)
-    trace = sweep_trace(MlflowClient(tracking_uri), outcome.sweep_run_id, outcome.experiment_id, method, seed, args.metric)
-    print(f"  {method} seed {seed}: {trace.trials} trials ({trace.failed} failed), {len(trace.best_so_far)} trial-epochs, best {args.metric} "
-          f"{trace.best_so_far[-1]:.4f} ({time.monotonic() - started:.0f} s)", flush=True)
+    trace = sweep_trace(
+        MlflowClient(tracking_uri), outcome.sweep_run_id, outcome.experiment_id, method, seed, args.metric
+    )
+    print(
+        f"  {method} seed {seed}: {trace.trials} trials ({trace.failed} failed), "
+        f"{len(trace.best_so_far)} trial-epochs, best {args.metric} "
+        f"{trace.best_so_far[-1]:.4f} ({time.monotonic() - started:.0f} s)",
+        flush=True,
+    )
     return trace
 
 
@@ -109,9 +139,14 @@ def compare(random: Trace, guided: Trace) -> dict[str, float | int | None]:
     needed = guided.epochs_to_reach(target)
     needed = needed if needed is not None and needed <= budget else None
     return {
-        "seed": random.seed, "budget": budget, "random_best": target, "tpe_asha_best_in_budget": guided.best_within(budget),
-        "tpe_asha_epochs_to_random_best": needed, "share": needed / budget if needed else None,
-        "tpe_asha_trials": guided.trials, "random_trials": random.trials,
+        "seed": random.seed,
+        "budget": budget,
+        "random_best": target,
+        "tpe_asha_best_in_budget": guided.best_within(budget),
+        "tpe_asha_epochs_to_random_best": needed,
+        "share": needed / budget if needed else None,
+        "tpe_asha_trials": guided.trials,
+        "random_trials": random.trials,
     }
 
 
@@ -128,14 +163,30 @@ def print_curves(traces: list[Trace], budget: int, metric: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--random-trials", type=int, default=12, help="random search's trials; its budget is this x --epochs")
+    parser.add_argument(
+        "--random-trials", type=int, default=12, help="random search's trials; its budget is this x --epochs"
+    )
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=300,
-                        help="synthetic frames, 3 views of each room (with 96, 4 validation rooms make it degenerate: README section 3)")
-    parser.add_argument("--metric", default="val_abs_rel",
-                        help="the validation metric both searches select on (val_loss is refused while grad_weight is searched)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=300,
+        help=(
+            "synthetic frames, 3 views of each room (with 96, 4 validation rooms make it degenerate: README section 3)"
+        ),
+    )
+    parser.add_argument(
+        "--metric",
+        default="val_abs_rel",
+        help="the validation metric both searches select on (val_loss is refused while grad_weight is searched)",
+    )
     parser.add_argument("--concurrent", type=int, default=2)
-    parser.add_argument("--startup-trials", type=int, default=SweepConfig.startup_trials, help="TPE's seeded random trials before it models results")
+    parser.add_argument(
+        "--startup-trials",
+        type=int,
+        default=SweepConfig.startup_trials,
+        help="TPE's seeded random trials before it models results",
+    )
     parser.add_argument("--json", type=Path, help="write every trace and comparison here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -158,24 +209,35 @@ def main() -> None:
             try:
                 for seed in args.seeds:
                     for method, samples in (("random+fifo", args.random_trials), ("tpe+asha", guided_samples)):
-                        traces.append(sweep(method, seed, samples, args, data, server.uri, Path(workdir) / "ray_results"))
+                        traces.append(
+                            sweep(method, seed, samples, args, data, server.uri, Path(workdir) / "ray_results")
+                        )
             finally:
                 os.chdir(previous)
                 ray.shutdown()
     by_seed = {(t.method, t.seed): t for t in traces}
     rows = [compare(by_seed["random+fifo", s], by_seed["tpe+asha", s]) for s in args.seeds]
     print_curves(traces, budget, args.metric)
-    print(f"\nbudget {budget} trial-epochs per sweep ({args.random_trials} random trials x {args.epochs} epochs; "
-          f"TPE ({args.startup_trials} random start-up trials) + ASHA sampled up to {guided_samples} trials)")
+    print(
+        f"\nbudget {budget} trial-epochs per sweep ({args.random_trials} random trials x {args.epochs} epochs; "
+        f"TPE ({args.startup_trials} random start-up trials) + ASHA sampled up to {guided_samples} trials)"
+    )
     for row in rows:
-        reached = (f"reached it after {row['tpe_asha_epochs_to_random_best']} trial-epochs = {row['share']:.0%} of the budget"
-                   if row["share"] is not None else "did not reach it within the budget")
-        print(f"seed {row['seed']}: random+fifo final best {row['random_best']:.4f}; tpe+asha {reached} "
-              f"(its best within the budget {row['tpe_asha_best_in_budget']:.4f})")
+        reached = (
+            f"reached it after {row['tpe_asha_epochs_to_random_best']} trial-epochs = {row['share']:.0%} of the budget"
+            if row["share"] is not None
+            else "did not reach it within the budget"
+        )
+        print(
+            f"seed {row['seed']}: random+fifo final best {row['random_best']:.4f}; tpe+asha {reached} "
+            f"(its best within the budget {row['tpe_asha_best_in_budget']:.4f})"
+        )
     shares = [row["share"] if row["share"] is not None else math.inf for row in rows]
     median = statistics.median(shares)
-    print(f"median share of random search's trial-epochs TPE + ASHA needed: "
-          f"{'not reached' if math.isinf(median) else f'{median:.0%}'} (bar <= 30%)")
+    print(
+        f"median share of random search's trial-epochs TPE + ASHA needed: "
+        f"{'not reached' if math.isinf(median) else f'{median:.0%}'} (bar <= 30%)"
+    )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "traces": [t.__dict__ for t in traces]}, indent=1))
 

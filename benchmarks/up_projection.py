@@ -84,7 +84,10 @@ def main() -> None:
     print(f"FCRN ({args.profile} profile), batch {args.batch}, {device}:")
     for name, (gflops, seconds) in rows.items():
         print(f"  {name:5s}  forward {gflops:6.1f} GFLOP per image   training step {seconds * 1000:8.1f} ms")
-    print(f"  naive / fast: FLOPs {rows['naive'][0] / rows['fast'][0]:.2f}x, step time {rows['naive'][1] / rows['fast'][1]:.2f}x")
+    print(
+        f"  naive / fast: FLOPs {rows['naive'][0] / rows['fast'][0]:.2f}x, "
+        f"step time {rows['naive'][1] / rows['fast'][1]:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -24,10 +24,24 @@ logger = logging.getLogger("depthtune")
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 DEMO_CONFIG = EXPERIMENTS / "configs" / "demo.yaml"
 TRAIN_FLAGS = (
-    "epochs", "batch_size", "lr", "momentum", "step_size", "gamma", "grad_weight", "seed", "net12_checkpoint", "splits_file", "device",
-    "num_workers", "encoder_weights",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "step_size",
+    "gamma",
+    "grad_weight",
+    "seed",
+    "net12_checkpoint",
+    "splits_file",
+    "device",
+    "num_workers",
+    "encoder_weights",
 )
-VARIANT_HELP = "layers and per-layer rates: paper (the papers' networks) or project (BatchNorm, ...; docs/models.md); default: the profile's"
+VARIANT_HELP = (
+    "layers and per-layer rates: paper (the papers' networks) or project (BatchNorm, ...; docs/models.md); "
+    "default: the profile's"
+)
 ENCODER_WEIGHTS_HELP = "local torchvision ImageNet file: vgg16 state dict for net12, resnet50 for fcrn (docs/models.md)"
 
 
@@ -35,17 +49,35 @@ def _add_data_parser(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="generate synthetic rooms in the NYU Depth v2 labelled-file layout")
     synth.add_argument("--n", type=int, default=300, help="number of frames (default 300)")
-    synth.add_argument("--views-per-room", dest="views_per_room", type=int, default=3,
-                       help="frames of each room, one scene in the file's 'scenes' (default 3; NYU has about 3)")
+    synth.add_argument(
+        "--views-per-room",
+        dest="views_per_room",
+        type=int,
+        default=3,
+        help="frames of each room, one scene in the file's 'scenes' (default 3; NYU has about 3)",
+    )
     synth.add_argument("--out", required=True, help="output .mat path")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, default=1, help="processes rendering in parallel")
     split = data.add_parser("split", help="the train/val/test split a run of FILE uses: frames and scenes per split")
     split.add_argument("file", help="nyu_depth_v2_labeled.mat or a file in its layout")
-    split.add_argument("--splits-file", dest="splits_file", help="NYU splits.mat (official test set; validation from its training scenes)")
-    split.add_argument("--val-fraction", dest="val_fraction", type=float, help="share of frames for validation (default: the training config's)")
-    split.add_argument("--test-fraction", dest="test_fraction", type=float, help="share of frames for test without --splits-file")
-    split.add_argument("--seed", dest="split_seed", type=int, help="which scenes are drawn (the training config's split_seed)")
+    split.add_argument(
+        "--splits-file",
+        dest="splits_file",
+        help="NYU splits.mat (official test set; validation from its training scenes)",
+    )
+    split.add_argument(
+        "--val-fraction",
+        dest="val_fraction",
+        type=float,
+        help="share of frames for validation (default: the training config's)",
+    )
+    split.add_argument(
+        "--test-fraction", dest="test_fraction", type=float, help="share of frames for test without --splits-file"
+    )
+    split.add_argument(
+        "--seed", dest="split_seed", type=int, help="which scenes are drawn (the training config's split_seed)"
+    )
     split.add_argument("--json", action="store_true", help="print indices and scene names of every split as JSON")
 
 
@@ -61,7 +93,12 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     for flag in TRAIN_FLAGS:
         kind = {"epochs": int, "batch_size": int, "step_size": int, "seed": int, "num_workers": int}.get(flag)
         kind = kind or (str if flag in ("net12_checkpoint", "splits_file", "device", "encoder_weights") else float)
-        train.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, help=ENCODER_WEIGHTS_HELP if flag == "encoder_weights" else None)
+        train.add_argument(
+            "--" + flag.replace("_", "-"),
+            dest=flag,
+            type=kind,
+            help=ENCODER_WEIGHTS_HELP if flag == "encoder_weights" else None,
+        )
 
 
 def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
@@ -74,11 +111,26 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
 
 
 SWEEP_FLAGS = (
-    "data", "splits_file", "num_samples", "max_concurrent", "gpus_per_trial", "tracking_uri", "storage_path", "name", "net12_model",
-    "ray_address", "searcher", "scheduler", "variant",
+    "data",
+    "splits_file",
+    "num_samples",
+    "max_concurrent",
+    "gpus_per_trial",
+    "tracking_uri",
+    "storage_path",
+    "name",
+    "net12_model",
+    "ray_address",
+    "searcher",
+    "scheduler",
+    "variant",
 )
 # Environment a cluster's nodes set for every sweep: above the YAML, below the flags.
-SWEEP_ENVIRONMENT = {"tracking_uri": "MLFLOW_TRACKING_URI", "storage_path": "DEPTHTUNE_STORAGE_PATH", "ray_address": "RAY_ADDRESS"}
+SWEEP_ENVIRONMENT = {
+    "tracking_uri": "MLFLOW_TRACKING_URI",
+    "storage_path": "DEPTHTUNE_STORAGE_PATH",
+    "ray_address": "RAY_ADDRESS",
+}
 
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,26 +140,40 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits-file", dest="splits_file", help="NYU splits.mat for the standard Eigen split")
     parser.add_argument("--num-samples", dest="num_samples", type=int, help="trials to run")
     parser.add_argument("--max-concurrent", dest="max_concurrent", type=int, help="trials at once")
-    parser.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, help="GPUs per trial (fractions allowed)")
+    parser.add_argument(
+        "--gpus-per-trial", dest="gpus_per_trial", type=float, help="GPUs per trial (fractions allowed)"
+    )
     parser.add_argument("--epochs", type=int, help="epochs per trial (ASHA's budget)")
     parser.add_argument("--searcher", help="tpe (default) or random: the brute-force baseline")
     parser.add_argument("--scheduler", help="asha (default) or fifo: every trial trains all its epochs")
-    parser.add_argument("--resume", action="store_true", help="continue a sweep whose driver died (--name, or the latest)")
     parser.add_argument(
-        "--tracking-uri", dest="tracking_uri", help="MLflow server, e.g. http://head:5000 (default: MLFLOW_TRACKING_URI, else ./mlflow.db)"
+        "--resume", action="store_true", help="continue a sweep whose driver died (--name, or the latest)"
     )
     parser.add_argument(
-        "--storage-path", dest="storage_path", help="Tune storage, shared by all nodes on a cluster (default: DEPTHTUNE_STORAGE_PATH or the YAML's)"
+        "--tracking-uri",
+        dest="tracking_uri",
+        help="MLflow server, e.g. http://head:5000 (default: MLFLOW_TRACKING_URI, else ./mlflow.db)",
     )
     parser.add_argument(
-        "--address", dest="ray_address", help="Ray cluster to run on, e.g. 10.0.0.5:6379 (default: RAY_ADDRESS, else a local Ray)"
+        "--storage-path",
+        dest="storage_path",
+        help="Tune storage, shared by all nodes on a cluster (default: DEPTHTUNE_STORAGE_PATH or the YAML's)",
     )
-    parser.add_argument("--name", help="sweep name (default <model>-<date>-<time>; --resume without it takes the latest)")
+    parser.add_argument(
+        "--address",
+        dest="ray_address",
+        help="Ray cluster to run on, e.g. 10.0.0.5:6379 (default: RAY_ADDRESS, else a local Ray)",
+    )
+    parser.add_argument(
+        "--name", help="sweep name (default <model>-<date>-<time>; --resume without it takes the latest)"
+    )
     parser.add_argument("--profile", default="auto", help="auto (paper on GPU, cpu otherwise), paper, cpu")
     parser.add_argument("--variant", help=VARIANT_HELP)
     parser.add_argument("--encoder-weights", dest="encoder_weights", help=ENCODER_WEIGHTS_HELP)
     parser.add_argument(
-        "--net12-model", dest="net12_model", help="net3 only: the Net12 to refine (default models:/net12@champion; or NAME/VERSION, a checkpoint)"
+        "--net12-model",
+        dest="net12_model",
+        help="net3 only: the Net12 to refine (default models:/net12@champion; or NAME/VERSION, a checkpoint)",
     )
 
 
@@ -122,67 +188,123 @@ def _add_predict_parser(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("image", help="image file (PNG/JPEG): 8-bit RGB, RGBA or greyscale, or 16-bit greyscale")
     predict.add_argument("--model", required=True, help="registered model: NAME@ALIAS, NAME/VERSION or models:/...")
     predict.add_argument("--out", required=True, help="output: .npy (metres, float32) or .png (16-bit millimetres)")
-    predict.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    predict.add_argument(
+        "--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
 
 
 def _add_dashboard_parser(commands: argparse._SubParsersAction) -> None:
     dashboard = commands.add_parser("dashboard", help="(re)write a sweep's plotly dashboard from MLflow")
     dashboard.add_argument("sweep_run_id", help="the sweep's parent run id (printed at the end of the sweep)")
     dashboard.add_argument("--out", help="HTML file (default sweep_dashboard_<run id>.html here)")
-    dashboard.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    dashboard.add_argument(
+        "--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
 
 
 def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
     compare = commands.add_parser("compare", help="plotly dashboard comparing registered models on the same test split")
-    compare.add_argument("models", nargs="*", help="NAME@ALIAS, NAME/VERSION or models:/... (default: the champions that exist)")
+    compare.add_argument(
+        "models", nargs="*", help="NAME@ALIAS, NAME/VERSION or models:/... (default: the champions that exist)"
+    )
     compare.add_argument("--out", help="HTML file (default comparison_<date>-<time>.html here)")
-    compare.add_argument("--data", help="the NYU-layout file the models were evaluated on (default: the one they were trained on)")
-    compare.add_argument("--protocol", default="eigen", choices=("eigen", "laina"),
-                         help="metrics: eigen (crop, 10 m cap, per-image means; default) or laina (full frame, pooled over pixels, "
-                              "as Laina et al.'s released code); the papers' rows shown are those under the same protocol")
-    compare.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    compare.add_argument(
+        "--data", help="the NYU-layout file the models were evaluated on (default: the one they were trained on)"
+    )
+    compare.add_argument(
+        "--protocol",
+        default="eigen",
+        choices=("eigen", "laina"),
+        help="metrics: eigen (crop, 10 m cap, per-image means; default) or laina (full frame, pooled over pixels, "
+        "as Laina et al.'s released code); the papers' rows shown are those under the same protocol",
+    )
+    compare.add_argument(
+        "--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
 
 
 def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="the shared MLflow tracking service of a cluster: start, stop, status")
     serve_commands = serve.add_subparsers(dest="serve_command", required=True)
     state = argparse.ArgumentParser(add_help=False)
-    state.add_argument("--state-dir", dest="state_dir", help="pid file, log, auth config (default: $DEPTHTUNE_STATE_DIR or ~/.depthtune/tracking)")
+    state.add_argument(
+        "--state-dir",
+        dest="state_dir",
+        help="pid file, log, auth config (default: $DEPTHTUNE_STATE_DIR or ~/.depthtune/tracking)",
+    )
     start = serve_commands.add_parser(
-        "start", parents=[state],
-        help="start mlflow server (detached) with basic-auth; admin credentials from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD",
+        "start",
+        parents=[state],
+        help=(
+            "start mlflow server (detached) with basic-auth; "
+            "admin credentials from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+        ),
     )
     start.add_argument(
-        "--backend-store-uri", dest="backend_store_uri",
-        help="e.g. postgresql://mlflow@db:5432/mlflow (default: $DEPTHTUNE_BACKEND_STORE_URI; a missing password comes from $DEPTHTUNE_DB_PASSWORD)",
+        "--backend-store-uri",
+        dest="backend_store_uri",
+        help=(
+            "e.g. postgresql://mlflow@db:5432/mlflow (default: $DEPTHTUNE_BACKEND_STORE_URI; "
+            "a missing password comes from $DEPTHTUNE_DB_PASSWORD)"
+        ),
     )
     start.add_argument(
-        "--artifacts-destination", dest="artifacts_destination",
-        help="shared folder or s3://bucket/path, proxied through the server (default: $DEPTHTUNE_ARTIFACTS_DESTINATION)",
+        "--artifacts-destination",
+        dest="artifacts_destination",
+        help=(
+            "shared folder or s3://bucket/path, proxied through the server (default: $DEPTHTUNE_ARTIFACTS_DESTINATION)"
+        ),
     )
-    start.add_argument("--host", help="address to bind (default: $DEPTHTUNE_TRACKING_HOST or 127.0.0.1; on a cluster the head's private IP)")
+    start.add_argument(
+        "--host",
+        help="address to bind (default: $DEPTHTUNE_TRACKING_HOST or 127.0.0.1; on a cluster the head's private IP)",
+    )
     start.add_argument("--port", type=port_number, help="default: $DEPTHTUNE_TRACKING_PORT or 5000")
-    start.add_argument("--no-auth", dest="no_auth", action="store_true", help="no basic-auth (only for a server nobody else can reach)")
     start.add_argument(
-        "--auth-database-uri", dest="auth_database_uri",
-        help="users and permissions (default: $DEPTHTUNE_AUTH_DATABASE_URI, else database mlflow_auth on the backend's PostgreSQL, else SQLite in the state dir)",
+        "--no-auth", dest="no_auth", action="store_true", help="no basic-auth (only for a server nobody else can reach)"
     )
     start.add_argument(
-        "--default-permission", dest="default_permission", default="READ", choices=("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"),
+        "--auth-database-uri",
+        dest="auth_database_uri",
+        help=(
+            "users and permissions (default: $DEPTHTUNE_AUTH_DATABASE_URI, "
+            "else database mlflow_auth on the backend's PostgreSQL, else SQLite in the state dir)"
+        ),
+    )
+    start.add_argument(
+        "--default-permission",
+        dest="default_permission",
+        default="READ",
+        choices=("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"),
         help="what users get on experiments they did not create (default READ)",
     )
     start.add_argument("--workers", type=int, default=2, help="uvicorn workers (default 2)")
-    start.add_argument("--allowed-hosts", dest="allowed_hosts", help="Host headers to accept besides localhost and private IPs (e.g. head.example.org)")
+    start.add_argument(
+        "--allowed-hosts",
+        dest="allowed_hosts",
+        help="Host headers to accept besides localhost and private IPs (e.g. head.example.org)",
+    )
     start.add_argument("--foreground", action="store_true", help="serve until Ctrl-C / SIGTERM instead of detaching")
-    serve_commands.add_parser("stop", parents=[state], help="stop the server started from --state-dir (its whole process group)")
+    serve_commands.add_parser(
+        "stop", parents=[state], help="stop the server started from --state-dir (its whole process group)"
+    )
     serve_commands.add_parser("status", parents=[state], help="is it running and answering? (exit 3 if not)")
-    postgres = serve_commands.add_parser("postgres", help="a private PostgreSQL for a single head node (password from $DEPTHTUNE_DB_PASSWORD)")
+    postgres = serve_commands.add_parser(
+        "postgres", help="a private PostgreSQL for a single head node (password from $DEPTHTUNE_DB_PASSWORD)"
+    )
     postgres_commands = postgres.add_subparsers(dest="postgres_command", required=True)
-    postgres_start = postgres_commands.add_parser("start", help="initdb on first use, start detached on 127.0.0.1, create the databases")
+    postgres_start = postgres_commands.add_parser(
+        "start", help="initdb on first use, start detached on 127.0.0.1, create the databases"
+    )
     postgres_start.add_argument("--dir", required=True, help="cluster directory (data/, postgres.log)")
     postgres_start.add_argument("--port", type=port_number, default=5432)
     postgres_start.add_argument("--user", default="mlflow", help="role (default mlflow)")
-    postgres_start.add_argument("--database", dest="databases", action="append", help="database to create (repeatable; default mlflow and mlflow_auth)")
+    postgres_start.add_argument(
+        "--database",
+        dest="databases",
+        action="append",
+        help="database to create (repeatable; default mlflow and mlflow_auth)",
+    )
     postgres_stop = postgres_commands.add_parser("stop", help="pg_ctl stop -m fast on --dir")
     postgres_stop.add_argument("--dir", required=True)
 
@@ -196,7 +318,9 @@ def port_number(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="depthtune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = argparse.ArgumentParser(
+        prog="depthtune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     root.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = root.add_subparsers(dest="command", required=True)
     _add_data_parser(commands)
@@ -228,7 +352,9 @@ def _split(args: argparse.Namespace) -> None:
     from depthtune.train import TrainConfig, data_splits
 
     scenes = read_nyu_scenes(args.file)
-    config = TrainConfig.from_dict(_overrides(args, ("splits_file", "val_fraction", "test_fraction", "split_seed")), where="command line")
+    config = TrainConfig.from_dict(
+        _overrides(args, ("splits_file", "val_fraction", "test_fraction", "split_seed")), where="command line"
+    )
     described = data_splits(config, scenes).describe(scenes)
     if args.json:
         print(json.dumps(described))
@@ -260,8 +386,11 @@ def _train(args: argparse.Namespace) -> None:
     outcome = run_training(config, run_dir, resume_from=args.resume)
     logger.info(
         "best epoch %d: test abs_rel %.4f, rmse %.4f; checkpoint %s; metrics %s",
-        outcome.result.best_epoch + 1, outcome.test_metrics["abs_rel"], outcome.test_metrics["rmse"],
-        outcome.result.best_checkpoint, run_dir / "metrics.jsonl",
+        outcome.result.best_epoch + 1,
+        outcome.test_metrics["abs_rel"],
+        outcome.test_metrics["rmse"],
+        outcome.result.best_checkpoint,
+        run_dir / "metrics.jsonl",
     )
 
 
@@ -282,7 +411,11 @@ def run_tune(args: argparse.Namespace) -> None:
     config = SweepConfig.from_dict(values, profile=profile, where=str(path), overrides=overrides)
     logger.info(
         "sweeping %s (%s profile): %d trials, %d at a time, %d epochs each",
-        args.model, profile, config.num_samples, config.max_concurrent, config.epochs,
+        args.model,
+        profile,
+        config.num_samples,
+        config.max_concurrent,
+        config.epochs,
     )
     outcome = run_sweep(config, resume=args.resume)
     logger.info("\n%s", summary_text(outcome, config))
@@ -308,7 +441,15 @@ def _predict(args: argparse.Namespace) -> None:
         np.save(out, depth.astype(np.float32))
     else:
         Image.fromarray(np.clip(depth * 1000.0, 0, 65535).astype(np.uint16)).save(out)
-    logger.info("depth of %s (%dx%d, %.2f-%.2f m) -> %s", args.image, depth.shape[1], depth.shape[0], depth.min(), depth.max(), out)
+    logger.info(
+        "depth of %s (%dx%d, %.2f-%.2f m) -> %s",
+        args.image,
+        depth.shape[1],
+        depth.shape[0],
+        depth.min(),
+        depth.max(),
+        out,
+    )
 
 
 def _dashboard(args: argparse.Namespace) -> None:
@@ -336,7 +477,9 @@ def _compare(args: argparse.Namespace) -> None:
 
     uri = args.tracking_uri or mlflow.get_tracking_uri()
     path, run_id = run_compare(uri, args.models or None, args.out, args.data, args.protocol)
-    logger.info("comparison dashboard: %s (logged to MLflow run %s; look at it with: mlflow ui)", Path(path).resolve(), run_id)
+    logger.info(
+        "comparison dashboard: %s (logged to MLflow run %s; look at it with: mlflow ui)", Path(path).resolve(), run_id
+    )
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -353,9 +496,16 @@ def _serve(args: argparse.Namespace) -> None:
     try:
         if args.serve_command == "start":
             config = service.service_config(
-                args.backend_store_uri, args.artifacts_destination, args.state_dir, args.host, args.port,
-                auth=not args.no_auth, auth_database_uri=args.auth_database_uri, default_permission=args.default_permission,
-                workers=args.workers, allowed_hosts=args.allowed_hosts,
+                args.backend_store_uri,
+                args.artifacts_destination,
+                args.state_dir,
+                args.host,
+                args.port,
+                auth=not args.no_auth,
+                auth_database_uri=args.auth_database_uri,
+                default_permission=args.default_permission,
+                workers=args.workers,
+                allowed_hosts=args.allowed_hosts,
             )
             status = service.start_service(config, foreground=args.foreground)
             if not args.foreground:
@@ -369,10 +519,14 @@ def _serve(args: argparse.Namespace) -> None:
             if not (status.running and status.healthy):
                 raise SystemExit(3)
         elif args.postgres_command == "start":
-            postgres = service.start_postgres(args.dir, args.port, args.user, tuple(args.databases or ("mlflow", "mlflow_auth")))
+            postgres = service.start_postgres(
+                args.dir, args.port, args.user, tuple(args.databases or ("mlflow", "mlflow_auth"))
+            )
             print(
-                f"PostgreSQL running on 127.0.0.1:{postgres.port} (pid {postgres.pid}, data {postgres.data_dir}, log {postgres.log_path})\n"
-                f"  backend store: DEPTHTUNE_BACKEND_STORE_URI=postgresql://{postgres.user}@127.0.0.1:{postgres.port}/mlflow "
+                f"PostgreSQL running on 127.0.0.1:{postgres.port} "
+                f"(pid {postgres.pid}, data {postgres.data_dir}, log {postgres.log_path})\n"
+                "  backend store: "
+                f"DEPTHTUNE_BACKEND_STORE_URI=postgresql://{postgres.user}@127.0.0.1:{postgres.port}/mlflow "
                 "with DEPTHTUNE_DB_PASSWORD set\n"
                 f"  stop it: depthtune serve postgres stop --dir {args.dir}"
             )
@@ -386,9 +540,20 @@ def _serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
     )
-    handlers = {"data": _data, "train": _train, "demo": _demo, "tune": run_tune, "predict": _predict, "dashboard": _dashboard, "compare": _compare, "serve": _serve}
+    handlers = {
+        "data": _data,
+        "train": _train,
+        "demo": _demo,
+        "tune": run_tune,
+        "predict": _predict,
+        "dashboard": _dashboard,
+        "compare": _compare,
+        "serve": _serve,
+    }
     try:
         handlers[args.command](args)
     except SweepInterrupted as exc:
@@ -406,7 +571,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def resume_hint(interrupted: SweepInterrupted, args: argparse.Namespace) -> str:
     """What an interrupted sweep left, and the command that continues it, as it can be run."""
-    command = ["depthtune", "tune", args.model, "--resume", "--name", interrupted.name, "--storage-path", str(interrupted.storage)]
+    command = [
+        "depthtune",
+        "tune",
+        args.model,
+        "--resume",
+        "--name",
+        interrupted.name,
+        "--storage-path",
+        str(interrupted.storage),
+    ]
     command += [f"--config {args.config}"] if args.config else []
     return f"{interrupted}. Continue it with: {' '.join(command)}"
 

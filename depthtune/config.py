@@ -25,12 +25,20 @@ def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "config") ->
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; accepted keys are {sorted(known)}")
-    required = [f.name for f in fields if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    required = [
+        f.name
+        for f in fields
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     missing = [name for name in required if name not in values]
     if missing:
         raise ValueError(f"{where}: missing key(s) {missing}")
     hints = typing.get_type_hints(cls)
-    wrong = [f"{key}={value!r}: expected {_describe(hints[key])}" for key, value in values.items() if not _matches(value, hints[key])]
+    wrong = [
+        f"{key}={value!r}: expected {_describe(hints[key])}"
+        for key, value in values.items()
+        if not _matches(value, hints[key])
+    ]
     if wrong:
         raise ValueError(f"{where}: " + "; ".join(wrong))
     return cls(**values)
@@ -62,8 +70,15 @@ def _describe(hint: Any) -> str:
     if hint is type(None):
         return "null"
     kind = typing.get_origin(hint) or hint
-    return {float: "a number", int: "an integer", str: "a string", bool: "true or false", dict: "a mapping",
-            list: "a list", tuple: "a list"}.get(kind, getattr(kind, "__name__", str(kind)))
+    return {
+        float: "a number",
+        int: "an integer",
+        str: "a string",
+        bool: "true or false",
+        dict: "a mapping",
+        list: "a list",
+        tuple: "a list",
+    }.get(kind, getattr(kind, "__name__", str(kind)))
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -57,7 +57,10 @@ class DemoConfig:
 def _stage_config(config: DemoConfig, model: str, profile: str, data: Path, overrides: dict[str, Any]) -> TrainConfig:
     setup = model_setup(profile, model, config.variant)
     values = {
-        "model": model, "model_cfg": setup.model_cfg, "lr_multipliers": setup.lr_multipliers, "data": str(data),
+        "model": model,
+        "model_cfg": setup.model_cfg,
+        "lr_multipliers": setup.lr_multipliers,
+        "data": str(data),
         "splits_file": config.splits_file,
     }
     return TrainConfig.from_dict({**values, **overrides}, where=f"demo config, section {model}")
@@ -102,7 +105,9 @@ def run_demo(config: DemoConfig) -> Path:
     rows = constant_baselines(arrays, splits)
     outcomes: dict[str, RunOutcome] = {}
     for model, stage in stage_configs.items():
-        logger.info("training %s (%s profile, %s variant) -> %s", STAGE_LABELS[model], profile, variant, run_dir / model)
+        logger.info(
+            "training %s (%s profile, %s variant) -> %s", STAGE_LABELS[model], profile, variant, run_dir / model
+        )
         outcomes[model] = run_training(stage, run_dir / model, arrays=arrays)
         _link_best(outcomes[model])
         rows[STAGE_LABELS[model]] = outcomes[model].test_metrics
@@ -119,10 +124,15 @@ def run_demo(config: DemoConfig) -> Path:
         "configs": {model: asdict(stage) for model, stage in stage_configs.items()},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (run_dir / "summary.md").write_text(f"# depthtune demo ({profile} profile, {variant} variant, data {data})\n\n{table}\n")
+    (run_dir / "summary.md").write_text(
+        f"# depthtune demo ({profile} profile, {variant} variant, data {data})\n\n{table}\n"
+    )
     logger.info("test split (%d frames), Eigen crop, depth cap 10 m:\n%s", summary["test_frames"], table)
     logger.info(
-        "done in %.0f s. Results: %s (summary.md, %s)", summary["seconds"], run_dir, ", ".join(f"{m}/" for m in outcomes)
+        "done in %.0f s. Results: %s (summary.md, %s)",
+        summary["seconds"],
+        run_dir,
+        ", ".join(f"{m}/" for m in outcomes),
     )
     return run_dir
 

@@ -33,11 +33,16 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     if image.mode in WIDE_GREY_MODES:
         values = np.asarray(image).astype(np.int64)
         if values.min() < 0 or values.max() > 65535:
-            raise ValueError(f"image {path} holds {image.mode} values in {values.min()}..{values.max()}; expected 0..65535")
+            raise ValueError(
+                f"image {path} holds {image.mode} values in {values.min()}..{values.max()}; expected 0..65535"
+            )
         grey = (values / 257.0 + 0.5).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     if image.mode == "F":
-        raise ValueError(f"image {path} holds floating-point values (mode F), not a photograph; expected 8- or 16-bit RGB or greyscale")
+        raise ValueError(
+            f"image {path} holds floating-point values (mode F), not a photograph; "
+            "expected 8- or 16-bit RGB or greyscale"
+        )
     return np.asarray(image.convert("RGB"))
 
 
@@ -47,9 +52,21 @@ def check_against_input(rgb: np.ndarray, input_size: tuple[int, int], source: st
     height, width = rgb.shape[:2]
     want_h, want_w = input_size
     if height < want_h or width < want_w:
-        logger.warning("%s is %dx%d, smaller than the model's %dx%d input: it is upsampled, and the depth map is coarser "
-                       "than it looks", source, width, height, want_w, want_h)
+        logger.warning(
+            "%s is %dx%d, smaller than the model's %dx%d input: it is upsampled, and the depth map is coarser "
+            "than it looks",
+            source,
+            width,
+            height,
+            want_w,
+            want_h,
+        )
     aspect, wanted = width / height, want_w / want_h
     if abs(aspect / wanted - 1) > ASPECT_TOLERANCE:
-        logger.warning("%s has aspect ratio %.2f (width/height), the model %.2f (NYU's 4:3 frames): it is stretched to fit, "
-                       "which distorts the depth cues; crop it to about 4:3 first", source, aspect, wanted)
+        logger.warning(
+            "%s has aspect ratio %.2f (width/height), the model %.2f (NYU's 4:3 frames): it is stretched to fit, "
+            "which distorts the depth cues; crop it to about 4:3 first",
+            source,
+            aspect,
+            wanted,
+        )

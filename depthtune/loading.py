@@ -22,7 +22,9 @@ def parse_reference(reference: str) -> tuple[str, str | None, str | None]:
     """'fcrn@champion' | 'fcrn/3' | 'models:/fcrn@champion' -> (name, alias, version)."""
     match = _REFERENCE.match(reference.strip())
     if not match:
-        raise ValueError(f"model reference {reference!r}: expected NAME@ALIAS, NAME/VERSION or models:/..., e.g. fcrn@champion")
+        raise ValueError(
+            f"model reference {reference!r}: expected NAME@ALIAS, NAME/VERSION or models:/..., e.g. fcrn@champion"
+        )
     return match["name"], match["alias"], match["version"]
 
 
@@ -34,7 +36,9 @@ def check_exists(client: MlflowClient, name: str, alias: str | None, version: st
         names = sorted(m.name for m in client.search_registered_models())
         raise ValueError(f"no registered model {name!r}; registered models: {names or 'none'}") from None
     if alias is not None and alias not in model.aliases:
-        raise ValueError(f"model {name!r} has no alias {alias!r}; its aliases: {dict(sorted(model.aliases.items())) or 'none'}")
+        raise ValueError(
+            f"model {name!r} has no alias {alias!r}; its aliases: {dict(sorted(model.aliases.items())) or 'none'}"
+        )
     if version is not None:
         try:
             client.get_model_version(name, version)
@@ -53,6 +57,8 @@ def load_model(reference: str, tracking_uri: str | None = None, device: str = "c
     with tempfile.TemporaryDirectory() as directory, tracking_uri_scope(uri):  # models:/ resolves via the registry URI
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=directory))
         try:
-            return DepthPredictor.from_files(local / "artifacts" / WEIGHTS_FILE, local / "artifacts" / CONFIG_FILE, device)
+            return DepthPredictor.from_files(
+                local / "artifacts" / WEIGHTS_FILE, local / "artifacts" / CONFIG_FILE, device
+            )
         except ValueError as exc:  # it names the downloaded copy; say which registered model that was
             raise ValueError(f"registered model {model_uri}: {str(exc).replace(str(local) + '/', '')}") from None

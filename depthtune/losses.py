@@ -86,7 +86,9 @@ def berhu_loss(
     n = mask.flatten(1).sum(1).to(pred.dtype).clamp_min(1.0)
     per_image = berhu.flatten(1).sum(1) / n
     if grad_weight:
-        per_image = per_image + grad_weight * gradient_matching(torch.where(mask, pred - target, torch.zeros_like(pred)), mask)
+        per_image = per_image + grad_weight * gradient_matching(
+            torch.where(mask, pred - target, torch.zeros_like(pred)), mask
+        )
     return _mean_over_images(per_image, mask)
 
 

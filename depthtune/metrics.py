@@ -51,7 +51,6 @@ def relative_gain(metric: str, value: float, reference: float) -> float:
     return change / abs(reference) if reference else math.nan
 
 
-
 EIGEN_CROP = (slice(45, 471), slice(41, 601))
 POOLINGS = ("images", "pixels")
 
@@ -160,8 +159,14 @@ def metrics_from_sums(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     safe = n.clamp_min(1)
     mean = {key: sums[key] / safe for key in _SUM_KEYS if key != "n"}
     result = {
-        "abs_rel": mean["abs_rel"], "sq_rel": mean["sq_rel"], "rmse": mean["sq"].sqrt(), "rmse_log": mean["log_sq"].sqrt(),
-        "log10": mean["log10"], "delta1": mean["delta1"], "delta2": mean["delta2"], "delta3": mean["delta3"],
+        "abs_rel": mean["abs_rel"],
+        "sq_rel": mean["sq_rel"],
+        "rmse": mean["sq"].sqrt(),
+        "rmse_log": mean["log_sq"].sqrt(),
+        "log10": mean["log10"],
+        "delta1": mean["delta1"],
+        "delta2": mean["delta2"],
+        "delta3": mean["delta3"],
         "si_log": (mean["log_sq"] - mean["log"].pow(2)).clamp_min(0).sqrt(),
     }
     return {name: torch.where(n == 0, torch.full_like(v, float("nan")), v) for name, v in result.items()}

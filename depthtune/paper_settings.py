@@ -63,9 +63,13 @@ def baseline_problems(paper: dict[str, float | int], space: dict[str, ParamRange
         value = paper[name]
         if name in space and not space[name].contains(value):
             problems.append(
-                f"paper_settings give {name}={value:g}, outside search_space.{name} [{space[name].low:g}, {space[name].high:g}]: "
+                f"paper_settings give {name}={value:g}, "
+                f"outside search_space.{name} [{space[name].low:g}, {space[name].high:g}]: "
                 "widen the range so that the search contains the published settings"
             )
         elif name not in space and name in fixed and fixed[name] != value:
-            problems.append(f"train.{name}={fixed[name]!r} differs from the paper's {value:g}: the baseline trial would not be the paper's settings")
+            problems.append(
+                f"train.{name}={fixed[name]!r} differs from the paper's {value:g}: "
+                "the baseline trial would not be the paper's settings"
+            )
     return problems

@@ -48,20 +48,31 @@ class DepthPredictor:
             description = json.loads(Path(config).read_text())
             name, model_config = description["model_name"], description["model_config"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{config}: not a depthtune model description ({exc!r}); expected JSON with "
-                             "'model_name' and 'model_config'") from None
+            raise ValueError(
+                f"{config}: not a depthtune model description ({exc!r}); expected JSON with "
+                "'model_name' and 'model_config'"
+            ) from None
         module = build(name, **model_config)
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, EOFError, KeyError, RuntimeError) as exc:  # what torch.load raises on foreign bytes
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            KeyError,
+            RuntimeError,
+        ) as exc:  # what torch.load raises on foreign bytes
             detail = (str(exc).splitlines() or [""])[0].split(". ")[0]
-            raise ValueError(f"{weights}: not a weights file (a state dict saved by torch.save): {type(exc).__name__} {detail}") from None
+            raise ValueError(
+                f"{weights}: not a weights file (a state dict saved by torch.save): {type(exc).__name__} {detail}"
+            ) from None
         if not isinstance(state, dict):
             raise ValueError(f"{weights}: holds a {type(state).__name__}, not a state dict of weights")
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            raise ValueError(f"{weights}: the weights do not fit the {name} that {config} describes: {str(exc).splitlines()[0]}") from None
+            raise ValueError(
+                f"{weights}: the weights do not fit the {name} that {config} describes: {str(exc).splitlines()[0]}"
+            ) from None
         return cls(module, device)
 
     def predict(self, rgb: np.ndarray) -> np.ndarray:

@@ -29,7 +29,13 @@ PROFILES: tuple[str, ...] = tuple(SIZES)
 # convolutions of scale 1 and the first and last convolution of scales 2 and 3, 0.01 for their
 # hidden convolutions, 0.1 for the fully connected layers. As multiples of the base rate (the
 # searched lr; the paper's is 0.01, that of the hidden convolutions).
-EIGEN_NET12_RATES = {"scale1_convs": 0.1, "scale1_full": 10.0, "scale2_first": 0.1, "scale2_hidden": 1.0, "scale2_output": 0.1}
+EIGEN_NET12_RATES = {
+    "scale1_convs": 0.1,
+    "scale1_full": 10.0,
+    "scale2_first": 0.1,
+    "scale2_hidden": 1.0,
+    "scale2_output": 0.1,
+}
 EIGEN_NET3_RATES = {"scale3_first": 0.1, "scale3_hidden": 1.0, "scale3_output": 0.1}
 
 

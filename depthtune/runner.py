@@ -30,14 +30,22 @@ class RunOutcome:
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path, config: TrainConfig, arrays: NYUArrays, split: str = "test", protocol: EvalProtocol = EIGEN_PROTOCOL
+    checkpoint: str | Path,
+    config: TrainConfig,
+    arrays: NYUArrays,
+    split: str = "test",
+    protocol: EvalProtocol = EIGEN_PROTOCOL,
 ) -> dict[str, float]:
     """Every depth metric of a checkpoint on one split of ``arrays`` under ``protocol``."""
     return evaluate_model(model_from_checkpoint(checkpoint, expected=config.model), config, arrays, split, protocol)
 
 
 def evaluate_model(
-    model: nn.Module, config: TrainConfig, arrays: NYUArrays, split: str = "test", protocol: EvalProtocol = EIGEN_PROTOCOL
+    model: nn.Module,
+    config: TrainConfig,
+    arrays: NYUArrays,
+    split: str = "test",
+    protocol: EvalProtocol = EIGEN_PROTOCOL,
 ) -> dict[str, float]:
     """Every depth metric of a model on one split of ``arrays`` (split as ``config`` defines it)."""
     device = pick_device(config.device)
@@ -59,7 +67,9 @@ def run_training(
     if arrays is None:
         arrays = read_nyu(config.data)
     run_dir = Path(run_dir)
-    check_room(run_dir, checkpoint_bytes(config.model, config.model_cfg) * (config.keep_checkpoints + 2), "run directory")
+    check_room(
+        run_dir, checkpoint_bytes(config.model, config.model_cfg) * (config.keep_checkpoints + 2), "run directory"
+    )
     metrics_file = run_dir / "metrics.jsonl"
 
     def record(metrics: dict[str, float], checkpoint_dir: Path | None, _model: nn.Module) -> None:
@@ -74,5 +84,11 @@ def run_training(
     (run_dir / "test_metrics.json").write_text(
         json.dumps({"checkpoint": str(result.best_checkpoint), "epoch": result.best_epoch, **test_metrics}, indent=2)
     )
-    logger.info("%s: best epoch %d, test abs_rel %.4f -> %s", config.model, result.best_epoch + 1, test_metrics["abs_rel"], run_dir)
+    logger.info(
+        "%s: best epoch %d, test abs_rel %.4f -> %s",
+        config.model,
+        result.best_epoch + 1,
+        test_metrics["abs_rel"],
+        run_dir,
+    )
     return RunOutcome(run_dir=run_dir, result=result, test_metrics=test_metrics)

@@ -38,7 +38,12 @@ _ALLOWED = {
     "step_size": (lambda v: v >= 1, ">= 1"),
     "grad_weight": (lambda v: v >= 0, ">= 0"),
 }
-_KIND_OF = {"lr": ("loguniform", "uniform"), "momentum": ("uniform",), "step_size": ("int",), "grad_weight": ("uniform",)}
+_KIND_OF = {
+    "lr": ("loguniform", "uniform"),
+    "momentum": ("uniform",),
+    "step_size": ("int",),
+    "grad_weight": ("uniform",),
+}
 
 
 def parse_search_space(values: dict[str, Any], where: str = "search_space") -> dict[str, ParamRange]:

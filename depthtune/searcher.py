@@ -40,7 +40,9 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         state = TrialState.FAIL if error else TrialState.PRUNED
         self._ot_study.tell(self._ot_trials[trial_id], state=state)
         self._completed_trials.add(trial_id)
-        logger.debug("trial %s ended after %d of %d epochs: told Optuna %s", trial_id, reached, self.max_epochs, state.name)
+        logger.debug(
+            "trial %s ended after %d of %d epochs: told Optuna %s", trial_id, reached, self.max_epochs, state.name
+        )
 
 
 class BaselineKeepingASHA(ASHAScheduler):
@@ -54,9 +56,17 @@ class BaselineKeepingASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
-        if action == TrialScheduler.STOP and result.get(TRAINING_ITERATION, 0) < self.sweep.epochs and self.sweep.is_baseline(trial.config):
+        if (
+            action == TrialScheduler.STOP
+            and result.get(TRAINING_ITERATION, 0) < self.sweep.epochs
+            and self.sweep.is_baseline(trial.config)
+        ):
             self._num_stopped -= 1
-            logger.info("ASHA would stop the paper-settings trial %s at epoch %d: it trains on", trial.trial_id, result[TRAINING_ITERATION])
+            logger.info(
+                "ASHA would stop the paper-settings trial %s at epoch %d: it trains on",
+                trial.trial_id,
+                result[TRAINING_ITERATION],
+            )
             return TrialScheduler.CONTINUE
         return action
 
@@ -71,7 +81,11 @@ def search_algorithm(config: SweepConfig) -> BudgetAwareOptunaSearch:
     else:
         sampler = RandomSampler(seed=config.seed)
     return BudgetAwareOptunaSearch(
-        optuna_space(config.space), metric=config.metric, mode=config.mode, sampler=sampler, max_epochs=config.epochs,
+        optuna_space(config.space),
+        metric=config.metric,
+        mode=config.mode,
+        sampler=sampler,
+        max_epochs=config.epochs,
         points_to_evaluate=[config.baseline_params],
     )
 
@@ -82,8 +96,11 @@ def trial_scheduler(config: SweepConfig) -> TrialScheduler:
     if config.scheduler == "fifo":
         return FIFOScheduler()
     return BaselineKeepingASHA(
-        time_attr="training_iteration", max_t=config.epochs, grace_period=config.grace_period,
-        reduction_factor=config.reduction_factor, config=config,
+        time_attr="training_iteration",
+        max_t=config.epochs,
+        grace_period=config.grace_period,
+        reduction_factor=config.reduction_factor,
+        config=config,
     )
 
 
@@ -99,11 +116,19 @@ def stopping_epochs(config: SweepConfig) -> frozenset[int]:
 
 def describe_search(config: SweepConfig) -> dict[str, str]:
     """The searcher and scheduler as the sweep's parent run records them."""
-    searcher = f"TPE, seed={config.seed}, {config.startup_trials} random start-up trials" if config.searcher == "tpe" else f"random, seed={config.seed}"
+    searcher = (
+        f"TPE, seed={config.seed}, {config.startup_trials} random start-up trials"
+        if config.searcher == "tpe"
+        else f"random, seed={config.seed}"
+    )
     scheduler = (
         "FIFO (no early stopping)"
         if config.scheduler == "fifo"
         else f"ASHA(metric={config.metric}, mode={config.mode}, max_t={config.epochs}, "
-        f"grace_period={config.grace_period}, reduction_factor={config.reduction_factor}; never stops the paper-settings trial)"
+        f"grace_period={config.grace_period}, reduction_factor={config.reduction_factor}; "
+        "never stops the paper-settings trial)"
     )
-    return {"searcher": f"OptunaSearch({searcher}, first trial the paper's settings, ASHA-stopped trials told as pruned)", "scheduler": scheduler}
+    return {
+        "searcher": f"OptunaSearch({searcher}, first trial the paper's settings, ASHA-stopped trials told as pruned)",
+        "scheduler": scheduler,
+    }

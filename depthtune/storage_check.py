@@ -40,5 +40,8 @@ def check_room(path: str | os.PathLike, need_bytes: int, what: str) -> None:
         raise PermissionError(errno.EACCES, f"{what} {path}: {folder} is not writable")
     free = shutil.disk_usage(folder).free
     if free < need_bytes:
-        raise OSError(errno.ENOSPC, f"{what} {path}: the disk is (nearly) full, {free / MB:.0f} MB free on {folder}, "
-                                    f"about {need_bytes / MB:.0f} MB needed")
+        raise OSError(
+            errno.ENOSPC,
+            f"{what} {path}: the disk is (nearly) full, {free / MB:.0f} MB free on {folder}, "
+            f"about {need_bytes / MB:.0f} MB needed",
+        )

@@ -121,14 +121,25 @@ class SweepConfig:
         for key, choices in (("searcher", SEARCHERS), ("scheduler", SCHEDULERS)):
             if getattr(self, key) not in choices:
                 problems.append(f"{key}={getattr(self, key)!r}: expected one of {list(choices)}")
-        for key in ("num_samples", "max_concurrent", "startup_trials", "grace_period", "keep_checkpoints", "synthetic_frames", "synthetic_workers", "preview_every"):
+        for key in (
+            "num_samples",
+            "max_concurrent",
+            "startup_trials",
+            "grace_period",
+            "keep_checkpoints",
+            "synthetic_frames",
+            "synthetic_workers",
+            "preview_every",
+        ):
             value = getattr(self, key)
             if not (isinstance(value, int) and value >= 1):
                 problems.append(f"{key}={value!r}: expected an integer >= 1")
         if not (isinstance(self.reduction_factor, int) and self.reduction_factor >= 2):
             problems.append(f"reduction_factor={self.reduction_factor!r}: expected an integer >= 2")
         if not (isinstance(self.preview_frames, int) and self.preview_frames >= 0):
-            problems.append(f"preview_frames={self.preview_frames!r}: expected an integer >= 0 (0 = no prediction grids)")
+            problems.append(
+                f"preview_frames={self.preview_frames!r}: expected an integer >= 0 (0 = no prediction grids)"
+            )
         if self.max_failures < 0:
             problems.append(f"max_failures={self.max_failures!r}: expected >= 0")
         if self.cpus_per_trial <= 0:
@@ -143,7 +154,8 @@ class SweepConfig:
                 )
         if "://" in self.storage_path:
             problems.append(
-                f"storage_path={self.storage_path!r}: depthtune keeps each sweep's state next to Tune's results through "
+                f"storage_path={self.storage_path!r}: "
+                "depthtune keeps each sweep's state next to Tune's results through "
                 "file paths; use a filesystem every node mounts (NFS/EFS, e.g. /mnt/efs/depthtune/ray_results)"
             )
         if problems:
@@ -154,18 +166,25 @@ class SweepConfig:
             problems.append(f"train: {searched_twice} are searched; set them in search_space or in train, not both")
         unset = [name for name in TUNED if name not in space and name not in self.train]
         if unset:
-            problems.append(f"{unset} are neither searched (search_space) nor fixed (train): give each a range or a value")
+            problems.append(
+                f"{unset} are neither searched (search_space) nor fixed (train): give each a range or a value"
+            )
         for weight in WEIGHTED_BY.get(self.metric, ()):
             if weight in space:
                 problems.append(
-                    f"metric={self.metric!r} includes {weight} times a term >= 0, and {weight} is searched: the search would "
-                    f"lower {weight} to lower the metric, not to predict depth better. Select on a depth metric (val_abs_rel, "
+                    f"metric={self.metric!r} includes {weight} times a term >= 0, and {weight} is searched: "
+                    "the search would "
+                    f"lower {weight} to lower the metric, not to predict depth better. "
+                    "Select on a depth metric (val_abs_rel, "
                     f"val_si_log) or fix {weight} in train"
                 )
         if problems:
             raise ValueError(f"{where}: " + "; ".join(problems))
         paper = PaperSettings.from_dict(self.paper_settings, where=f"{where}: paper_settings")
-        self.trial_config(paper.params(self.epochs) | self.train, **({"net12_checkpoint": self.net12_model} if self.model == "net3" else {}))
+        self.trial_config(
+            paper.params(self.epochs) | self.train,
+            **({"net12_checkpoint": self.net12_model} if self.model == "net3" else {}),
+        )
         if self.grace_period > self.epochs:
             raise ValueError(f"{where}: grace_period={self.grace_period} exceeds train.epochs={self.epochs}")
         problems = baseline_problems(paper.params(self.epochs), space, self.train)

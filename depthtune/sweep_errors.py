@@ -11,6 +11,8 @@ class SweepInterrupted(KeyboardInterrupt):
     unfinished trials are KILLED, nothing was evaluated or registered, and ``--resume`` goes on."""
 
     def __init__(self, name: str, storage: Path) -> None:
-        super().__init__(f"sweep {name} was interrupted before all its trials ended: nothing was evaluated or registered")
+        super().__init__(
+            f"sweep {name} was interrupted before all its trials ended: nothing was evaluated or registered"
+        )
         self.name = name
         self.storage = storage

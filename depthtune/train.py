@@ -40,8 +40,9 @@ class TrainConfig:
     step_size and grad_weight. ``lr_multipliers`` maps parameter-name prefixes to multiples of
     ``lr`` (per-layer rates; ``parameter_groups``). ``encoder_weights`` is a local torchvision-format
     ImageNet file (VGG-16 for Net12's scale 1, ResNet-50 for FCRN's encoder) that a fresh model
-    starts from; a resumed run takes its weights from the checkpoint. ``checkpoint_every`` spaces the checkpoints between new bests: a
-    paper-size one takes seconds to write while the GPU waits (benchmarks/README.md, overhead)."""
+    starts from; a resumed run takes its weights from the checkpoint. ``checkpoint_every`` spaces the
+    checkpoints between new bests: a paper-size one takes seconds to write while the GPU waits
+    (benchmarks/README.md, overhead)."""
 
     model: str = "net12"
     model_cfg: dict[str, Any] = field(default_factory=dict)
@@ -109,9 +110,15 @@ class TrainConfig:
             if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not multiplier > 0:
                 problems.append(f"lr_multipliers[{group!r}]={multiplier!r}: expected a number > 0")
         if self.model == "net3" and self.encoder_weights:
-            problems.append("encoder_weights: a Net3 trains only scale 3 on a frozen Net12; give ImageNet weights to the Net12's run")
+            problems.append(
+                "encoder_weights: a Net3 trains only scale 3 on a frozen Net12; "
+                "give ImageNet weights to the Net12's run"
+            )
         if self.model == "net3" and not self.net12_checkpoint:
-            problems.append("model='net3' needs net12_checkpoint: a trained Net12 to refine (a checkpoint path or models:/net12@ALIAS)")
+            problems.append(
+                "model='net3' needs net12_checkpoint: "
+                "a trained Net12 to refine (a checkpoint path or models:/net12@ALIAS)"
+            )
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -196,14 +203,24 @@ def data_splits(config: TrainConfig, scenes: Sequence[str]) -> Splits:
 
 
 def evaluation_loader(
-    arrays: NYUArrays, splits: Splits, split: str, model_name: str, model_cfg: dict, batch_size: int, num_workers: int = 0
+    arrays: NYUArrays,
+    splits: Splits,
+    split: str,
+    model_name: str,
+    model_cfg: dict,
+    batch_size: int,
+    num_workers: int = 0,
 ) -> DataLoader:
     """Un-augmented batches of a split with full-resolution ground truth for the metrics."""
-    dataset = NYUDepthV2(
-        arrays, split, model_name, train=False, model_cfg=model_cfg, splits=splits, full_depth=True
+    dataset = NYUDepthV2(arrays, split, model_name, train=False, model_cfg=model_cfg, splits=splits, full_depth=True)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator(),
     )
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, generator=torch.Generator())
 
 
 @torch.no_grad()
@@ -263,9 +280,13 @@ def parameter_groups(model: nn.Module, lr: float, multipliers: dict[str, float])
     layer_groups: dict[str, tuple[str, ...]] = model.layer_groups
     unknown = sorted(set(multipliers) - set(layer_groups))
     if unknown:
-        raise ValueError(f"lr_multipliers: {unknown} name no layer group of {model.name}; its groups are {list(layer_groups)}")
+        raise ValueError(
+            f"lr_multipliers: {unknown} name no layer group of {model.name}; its groups are {list(layer_groups)}"
+        )
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    orphans = [name for name, _ in trainable if not any(name.startswith(prefixes) for prefixes in layer_groups.values())]
+    orphans = [
+        name for name, _ in trainable if not any(name.startswith(prefixes) for prefixes in layer_groups.values())
+    ]
     if orphans:
         raise ValueError(f"{model.name}: parameters {orphans[:5]} belong to no layer group; they would not be trained")
     groups = []
@@ -291,8 +312,14 @@ def _prune_checkpoints(root: Path, keep: int, best_epoch: int) -> None:
 
 
 def training_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, image: torch.Tensor, target: torch.Tensor,
-    mask: torch.Tensor, *, amp: bool,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    image: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    amp: bool,
 ) -> torch.Tensor:
     """One SGD step on a batch already on the model's device: forward (bf16 autocast when ``amp``),
     the loss in fp32, backward, update. Returns the loss detached, without waiting for the device."""
@@ -327,7 +354,8 @@ def train(
     resume_state = load_checkpoint(resume_from) if resume_from else None
     if resume_state is not None and resume_state.get("model_name") != config.model:
         raise CheckpointError(
-            f"cannot resume a {config.model!r} run from {resume_from}: it holds a {resume_state.get('model_name')!r} model"
+            f"cannot resume a {config.model!r} run from {resume_from}: "
+            f"it holds a {resume_state.get('model_name')!r} model"
         )
 
     torch.manual_seed(config.seed)
@@ -338,14 +366,19 @@ def train(
         if config.model in IMAGENET_ENCODERS and not config.encoder_weights and model.width == 1.0:
             logger.warning(
                 "%s starts its %s from random weights; the paper starts it from ImageNet: set encoder_weights "
-                "(--encoder-weights) to a local torchvision file (docs/models.md)", config.model, IMAGENET_ENCODERS[config.model],
+                "(--encoder-weights) to a local torchvision file (docs/models.md)",
+                config.model,
+                IMAGENET_ENCODERS[config.model],
             )
     layout = memory_format(config, device)
     model.to(device, memory_format=layout)
     model_cfg = dict(model.config)
     loss_fn = loss_for_model(config.model, grad_weight=config.grad_weight)
     optimizer = torch.optim.SGD(
-        parameter_groups(model, config.lr, config.lr_multipliers), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        parameter_groups(model, config.lr, config.lr_multipliers),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
     start_epoch, history, best_epoch = 0, [], -1
@@ -358,7 +391,9 @@ def train(
     train_set = NYUDepthV2(
         arrays, "train", config.model, train=config.augment, model_cfg=model_cfg, splits=splits, seed=config.seed
     )
-    val_loader = evaluation_loader(arrays, splits, "val", config.model, model_cfg, config.eval_batch_size, config.num_workers)
+    val_loader = evaluation_loader(
+        arrays, splits, "val", config.model, model_cfg, config.eval_batch_size, config.num_workers
+    )
     root = Path(checkpoint_root)
     amp = config.bf16 and device.type == "cuda"
     # One loader for every epoch (workers start once). Loaders draw their worker seed from their own
@@ -376,7 +411,9 @@ def train(
 
     for epoch in range(start_epoch, config.epochs):
         sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["multiplier"]  # the base rate (what is searched)
+        lr = (
+            optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["multiplier"]
+        )  # the base rate (what is searched)
         model.train()
         started = time.perf_counter()
         loss_sum, images = torch.zeros((), device=device), 0
@@ -405,10 +442,16 @@ def train(
             "images_per_second": images / train_seconds,
         }
         history.append(metrics)
-        new_best = best_epoch < 0 or is_better(config.select_metric, metrics[config.select_metric], history[best_epoch][config.select_metric])
+        new_best = best_epoch < 0 or is_better(
+            config.select_metric, metrics[config.select_metric], history[best_epoch][config.select_metric]
+        )
         if new_best:
             best_epoch = epoch
-        directory = root / f"epoch_{epoch:03d}" if checkpoint_due(epoch, config.epochs, config.checkpoint_every, new_best) else None
+        directory = (
+            root / f"epoch_{epoch:03d}"
+            if checkpoint_due(epoch, config.epochs, config.checkpoint_every, new_best)
+            else None
+        )
         if directory is not None:
             save_checkpoint(
                 directory,
@@ -419,7 +462,10 @@ def train(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "epoch": epoch,
-                    "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                    "rng": {
+                        "torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    },
                     "history": history,
                     "best_epoch": best_epoch,
                     "train_config": config.as_dict(),
@@ -427,8 +473,13 @@ def train(
             )
         logger.info(
             "%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_abs_rel %.3f  %.1f img/s",
-            config.model, epoch + 1, config.epochs, metrics["train_loss"], metrics["val_loss"],
-            metrics["val_abs_rel"], metrics["images_per_second"],
+            config.model,
+            epoch + 1,
+            config.epochs,
+            metrics["train_loss"],
+            metrics["val_loss"],
+            metrics["val_abs_rel"],
+            metrics["images_per_second"],
         )
         if on_epoch is not None:
             on_epoch(metrics, directory, model)
@@ -442,4 +493,3 @@ def train(
         best_checkpoint=root / f"epoch_{best_epoch:03d}",
         last_checkpoint=root / f"epoch_{len(history) - 1:03d}",
     )
-

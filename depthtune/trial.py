@@ -120,14 +120,20 @@ def _process_tags(device: str) -> dict[str, str]:
 
 
 def _open_run(
-    client: MlflowClient, run_id: str | None, tracking: dict[str, Any], params: dict[str, Any], config: TrainConfig,
+    client: MlflowClient,
+    run_id: str | None,
+    tracking: dict[str, Any],
+    params: dict[str, Any],
+    config: TrainConfig,
     baseline: bool,
 ) -> tuple[RunLogger, bool]:
     """Continue the trial's run (known from its checkpoint, or found by its trial id) or start it,
     tagged as the paper-settings baseline when it is one; says whether it continued one."""
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    run_id = run_id or find_run(client, tracking["experiment_id"], {TRIAL_TAG: trial_id, SWEEP_TAG: tracking["parent_run_id"]})
+    run_id = run_id or find_run(
+        client, tracking["experiment_id"], {TRIAL_TAG: trial_id, SWEEP_TAG: tracking["parent_run_id"]}
+    )
     if run_id:
         run = RunLogger.resume(client, run_id)
         run.set_tags(_process_tags(config.device))
@@ -140,7 +146,10 @@ def _open_run(
         parent_run_id=tracking["parent_run_id"],
         params={**params, **{k: v for k, v in config.as_dict().items() if k not in params}},
         tags={
-            TRIAL_TAG: trial_id, SWEEP_TAG: tracking["parent_run_id"], **tracking["lineage"], **_process_tags(config.device),
+            TRIAL_TAG: trial_id,
+            SWEEP_TAG: tracking["parent_run_id"],
+            **tracking["lineage"],
+            **_process_tags(config.device),
             **({BASELINE_TAG: PAPER} if baseline else {}),
         },
     )
@@ -192,9 +201,14 @@ def _train_and_track(
                 writer.submit(f"epoch {record['step'] + 1} metrics", _epoch_sender(run, record))
                 already_logged.add(record["step"])
         if restored and done >= config.epochs:  # it had finished when the driver died: hand Tune its last result again
-            tune.report({**restored["metrics"], RUN_ID_KEY: run.run_id}, checkpoint=tune.Checkpoint.from_directory(resume_from.parent))
+            tune.report(
+                {**restored["metrics"], RUN_ID_KEY: run.run_id},
+                checkpoint=tune.Checkpoint.from_directory(resume_from.parent),
+            )
             return
-        _train_reporting(config, sweep, arrays, base_model, workdir, run, client, writer, state, already_logged, resume_from)
+        _train_reporting(
+            config, sweep, arrays, base_model, workdir, run, client, writer, state, already_logged, resume_from
+        )
     finally:
         writer.close(timeout=FLUSH_TIMEOUT_S)
 

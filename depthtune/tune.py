@@ -103,14 +103,20 @@ def _uninterrupted() -> Iterator[None]:
         yield
         return
     received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda number, _frame: received.append(number)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda number, _frame: received.append(number))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if received:
-        logger.warning("signal %d arrived while the winner was registered: registration completed, the sweep ends normally", received[0])
+        logger.warning(
+            "signal %d arrived while the winner was registered: registration completed, the sweep ends normally",
+            received[0],
+        )
 
 
 @dataclass
@@ -210,7 +216,9 @@ def _base_model(config: SweepConfig, state: dict[str, str] | None, uri: str) -> 
         return None
     reference = (state or {}).get("base_model", config.net12_model)
     base = resolve_base_model(reference, uri, expected="net12")
-    logger.info("net3 refines %s (asked for %s; trained in run %s)", base.pinned, config.net12_model, base.source_run_id)
+    logger.info(
+        "net3 refines %s (asked for %s; trained in run %s)", base.pinned, config.net12_model, base.source_run_id
+    )
     return base
 
 
@@ -225,14 +233,20 @@ def _claim_name(storage: Path, name: str, explicit: bool) -> str:
             return candidate
         except FileExistsError:
             if explicit:
-                raise FileExistsError(f"a sweep named {name!r} already exists under {storage}; pass --resume or choose another name") from None
+                raise FileExistsError(
+                    f"a sweep named {name!r} already exists under {storage}; pass --resume or choose another name"
+                ) from None
     raise AssertionError("unreachable")
 
 
 def _sweep_bytes(config: SweepConfig) -> int:
     """What the trials running at once may keep in the storage path: each trial's kept checkpoints,
     its newest, and one being written."""
-    return checkpoint_bytes(config.model, config.train["model_cfg"]) * (config.keep_checkpoints + 2) * config.max_concurrent
+    return (
+        checkpoint_bytes(config.model, config.train["model_cfg"])
+        * (config.keep_checkpoints + 2)
+        * config.max_concurrent
+    )
 
 
 def all_trials_ended(results: tune.ResultGrid, config: SweepConfig) -> bool:
@@ -263,8 +277,12 @@ def evaluate_trial(
     run_id = result.metrics[RUN_ID_KEY]
     RunLogger(client, run_id).log_epoch({f"test_{k}": v for k, v in test_metrics.items()}, step=trial_config.epochs)
     evaluated = EvaluatedTrial(
-        trial_id=result.metrics["trial_id"], run_id=run_id, params=params, best_epoch=int(metrics["epoch"]) + 1,
-        val_metrics={k: float(v) for k, v in metrics.items() if k.startswith("val_")}, test_metrics=test_metrics,
+        trial_id=result.metrics["trial_id"],
+        run_id=run_id,
+        params=params,
+        best_epoch=int(metrics["epoch"]) + 1,
+        val_metrics={k: float(v) for k, v in metrics.items() if k.startswith("val_")},
+        test_metrics=test_metrics,
         checkpoint=Path(checkpoint.path),
     )
     return evaluated, model
@@ -278,20 +296,27 @@ def paper_result(results: tune.ResultGrid, config: SweepConfig) -> tune.Result |
     return None
 
 
-def compare_with_paper(winner: EvaluatedTrial, paper: EvaluatedTrial | None, metric: str, missing: str = "") -> PaperComparison:
+def compare_with_paper(
+    winner: EvaluatedTrial, paper: EvaluatedTrial | None, metric: str, missing: str = ""
+) -> PaperComparison:
     """The winner's relative gain over the paper-settings trial on the selection metric
     (validation) and on every test metric."""
     if paper is None:
         return PaperComparison(None, {}, missing)
     gains = {metric: relative_gain(metric, winner.val_metrics[metric], paper.val_metrics[metric])}
-    gains.update({f"test_{k}": relative_gain(k, winner.test_metrics[k], paper.test_metrics[k]) for k in winner.test_metrics})
+    gains.update(
+        {f"test_{k}": relative_gain(k, winner.test_metrics[k], paper.test_metrics[k]) for k in winner.test_metrics}
+    )
     return PaperComparison(paper, gains)
 
 
 def log_paper_comparison(parent: RunLogger, winner: EvaluatedTrial, comparison: PaperComparison, metric: str) -> None:
     """On the sweep's run: ``winner_*`` and ``baseline_*`` (the paper-settings trial) validation
     and test metrics, and ``gain_vs_paper_*`` in percent (positive: tuning helped)."""
-    values = {f"winner_{metric}": winner.val_metrics[metric], **{f"winner_test_{k}": v for k, v in winner.test_metrics.items()}}
+    values = {
+        f"winner_{metric}": winner.val_metrics[metric],
+        **{f"winner_test_{k}": v for k, v in winner.test_metrics.items()},
+    }
     if comparison.paper is not None:
         values[f"baseline_{metric}"] = comparison.paper.val_metrics[metric]
         values.update({f"baseline_test_{k}": v for k, v in comparison.paper.test_metrics.items()})
@@ -301,8 +326,15 @@ def log_paper_comparison(parent: RunLogger, winner: EvaluatedTrial, comparison: 
 
 
 def register_winner(
-    config: SweepConfig, client: MlflowClient, uri: str, winner: EvaluatedTrial, model: nn.Module, splits: Splits,
-    sweep_run_id: str, data_sha256: str, lineage: dict[str, str],
+    config: SweepConfig,
+    client: MlflowClient,
+    uri: str,
+    winner: EvaluatedTrial,
+    model: nn.Module,
+    splits: Splits,
+    sweep_run_id: str,
+    data_sha256: str,
+    lineage: dict[str, str],
 ) -> Registration:
     """Log the winner as a model in its run and register a version; the champion gate compares the
     selection metric under a protocol that pins the data, the split and the evaluation. A run that
@@ -310,20 +342,36 @@ def register_winner(
     registered again."""
     existing = client.search_model_versions(f"name = '{config.registered_name}' and run_id = '{winner.run_id}'")
     if existing:
-        version = client.get_model_version(config.registered_name, str(existing[0].version))  # search results carry no aliases
+        version = client.get_model_version(
+            config.registered_name, str(existing[0].version)
+        )  # search results carry no aliases
         alias = next(iter(version.aliases), "no alias")
-        return Registration(config.registered_name, str(version.version), alias, None, "already registered from this trial's run")
+        return Registration(
+            config.registered_name, str(version.version), alias, None, "already registered from this trial's run"
+        )
     protocol = {
-        **EIGEN_PROTOCOL.as_dict(), "split": splits.source, "val_frames": len(splits.val), "test_frames": len(splits.test),
+        **EIGEN_PROTOCOL.as_dict(),
+        "split": splits.source,
+        "val_frames": len(splits.val),
+        "test_frames": len(splits.test),
         "data_sha256": data_sha256,
     }
     model_uri = log_depth_model(model.cpu(), winner.run_id, uri)
     return register_version(
-        client, uri, model_uri, config.registered_name,
-        selection=(config.metric, winner.val_metrics[config.metric]), test_metrics=winner.test_metrics, protocol=protocol,
+        client,
+        uri,
+        model_uri,
+        config.registered_name,
+        selection=(config.metric, winner.val_metrics[config.metric]),
+        test_metrics=winner.test_metrics,
+        protocol=protocol,
         tags={
-            "sweep_run_id": sweep_run_id, "run_id": winner.run_id, "trial_id": winner.trial_id, "data_sha256": data_sha256,
-            "profile": config.profile, "variant": str(config.variant),
+            "sweep_run_id": sweep_run_id,
+            "run_id": winner.run_id,
+            "trial_id": winner.trial_id,
+            "data_sha256": data_sha256,
+            "profile": config.profile,
+            "variant": str(config.variant),
             **{f"param_{k}": str(v) for k, v in winner.params.items()},
             **{key.removeprefix("depthtune."): value for key, value in lineage.items()},
         },
@@ -353,7 +401,10 @@ def log_best_weights(client: MlflowClient, results: tune.ResultGrid, config: Swe
             save_model_files(model_from_checkpoint(directory), staging)
             client.log_artifacts(run_id, staging, "best_model")
         RunLogger(client, run_id).set_tags(
-            {"depthtune.best_epoch": int(metrics["epoch"]) + 1, f"depthtune.best_{config.metric}": metrics[config.metric]}
+            {
+                "depthtune.best_epoch": int(metrics["epoch"]) + 1,
+                f"depthtune.best_{config.metric}": metrics[config.metric],
+            }
         )
 
 
@@ -374,7 +425,9 @@ def close_trial_runs(client: MlflowClient, results: tune.ResultGrid, config: Swe
         reached = result.metrics.get("training_iteration", 0)
         status = "FAILED" if result.error else "FINISHED" if reached >= config.epochs else "KILLED"
         filled = complete_run(client, run_id, reported, status)
-        logger.info("closed trial run %s left RUNNING by an earlier driver (%s, %d epochs filled in)", run_id, status, filled)
+        logger.info(
+            "closed trial run %s left RUNNING by an earlier driver (%s, %d epochs filled in)", run_id, status, filled
+        )
 
 
 def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.Result:
@@ -384,8 +437,10 @@ def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.
     finished = [r for r in usable if r.metrics.get("training_iteration", 0) >= config.epochs]
     candidates = finished or usable
     if not candidates:
-        raise RuntimeError(f"every trial of the sweep failed or diverged before its first epoch; see the trial errors under "
-                           f"{results.experiment_path} and the trials' runs in MLflow (tag {DIVERGED_TAG})")
+        raise RuntimeError(
+            f"every trial of the sweep failed or diverged before its first epoch; see the trial errors under "
+            f"{results.experiment_path} and the trials' runs in MLflow (tag {DIVERGED_TAG})"
+        )
     pick = min if config.mode == "min" else max
     return pick(candidates, key=lambda r: float(getattr(r.metrics_dataframe[config.metric], config.mode)()))
 
@@ -395,16 +450,25 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
     if config.tracking_uri:
         check_tracking_uri(config.tracking_uri)
     storage = Path(config.storage_path).resolve()
-    name = config.name or (_latest_sweep(storage, config.model) if resume else f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    name = config.name or (
+        _latest_sweep(storage, config.model) if resume else f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     state = load_state(storage / name)
     if resume and (state is None or not tune.Tuner.can_restore(str(storage / name))):
         raise FileNotFoundError(f"nothing to resume: no sweep named {name!r} under {storage}")
     if resume and state.get("registered"):
-        raise FileExistsError(f"sweep {name!r} under {storage} already finished and registered {state['registered']}: nothing to resume")
+        raise FileExistsError(
+            f"sweep {name!r} under {storage} already finished and registered {state['registered']}: nothing to resume"
+        )
     if not resume and (storage / name).exists() and config.name:
-        raise FileExistsError(f"a sweep named {name!r} already exists under {storage}; pass --resume or choose another name")
+        raise FileExistsError(
+            f"a sweep named {name!r} already exists under {storage}; pass --resume or choose another name"
+        )
     data = resolve_data(
-        config.data, synthetic_path=config.synthetic_path, synthetic_frames=config.synthetic_frames, workers=config.synthetic_workers
+        config.data,
+        synthetic_path=config.synthetic_path,
+        synthetic_frames=config.synthetic_frames,
+        workers=config.synthetic_workers,
     )
     setup = model_setup(config.profile, config.model, config.variant)
     config.variant = setup.variant
@@ -476,7 +540,12 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                 run_trial,
                 sweep=config,
                 arrays=arrays_ref,
-                tracking={"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent.run_id, "lineage": lineage},
+                tracking={
+                    "uri": uri,
+                    "experiment_id": experiment_id,
+                    "parent_run_id": parent.run_id,
+                    "lineage": lineage,
+                },
                 train_extra=train_extra,
                 base_model=base,
             ),
@@ -503,7 +572,9 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
                     storage_path=str(storage),
                     failure_config=tune.FailureConfig(max_failures=config.max_failures),
                     checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=config.keep_checkpoints, checkpoint_score_attribute=config.metric, checkpoint_score_order=config.mode
+                        num_to_keep=config.keep_checkpoints,
+                        checkpoint_score_attribute=config.metric,
+                        checkpoint_score_order=config.mode,
                     ),
                     callbacks=[
                         RunStatusCallback(experiment_dir / STATE_FILE, config.epochs, EPOCH_METRICS),
@@ -525,15 +596,24 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         parent.set_tags({"depthtune.best_run_id": winner.run_id, "depthtune.best_trial_id": winner.trial_id})
         paper = paper_result(results, config)
         if paper is None:
-            comparison = compare_with_paper(winner, None, config.metric, "the paper-settings trial has no checkpoint (it failed or diverged)")
+            comparison = compare_with_paper(
+                winner, None, config.metric, "the paper-settings trial has no checkpoint (it failed or diverged)"
+            )
         elif paper.metrics[RUN_ID_KEY] == winner.run_id:
             comparison = compare_with_paper(winner, winner, config.metric)
         else:
-            comparison = compare_with_paper(winner, evaluate_trial(paper, config, client, arrays, train_extra)[0], config.metric)
+            comparison = compare_with_paper(
+                winner, evaluate_trial(paper, config, client, arrays, train_extra)[0], config.metric
+            )
         log_paper_comparison(parent, winner, comparison, config.metric)
         with _uninterrupted():
-            registration = register_winner(config, client, uri, winner, model, splits, parent.run_id, data_sha256, lineage)
-            save_state(experiment_dir, {**load_state(experiment_dir), "registered": f"{registration.name} v{registration.version}"})
+            registration = register_winner(
+                config, client, uri, winner, model, splits, parent.run_id, data_sha256, lineage
+            )
+            save_state(
+                experiment_dir,
+                {**load_state(experiment_dir), "registered": f"{registration.name} v{registration.version}"},
+            )
         dashboard = write_sweep_dashboard(load_sweep(client, parent.run_id), experiment_dir / DASHBOARD_FILE)
         client.log_artifact(parent.run_id, str(dashboard))
         outcome = SweepOutcome(
@@ -571,12 +651,15 @@ def paper_lines(outcome: SweepOutcome) -> list[str]:
         f"{metric}={paper.val_metrics[metric]:.4f}; test split: {_test_text(paper.test_metrics)}",
     ]
     if paper.run_id == outcome.winner.run_id:
-        lines.append("  the paper's settings won this sweep: no sampled setting beat them on validation within this budget")
+        lines.append(
+            "  the paper's settings won this sweep: no sampled setting beat them on validation within this budget"
+        )
     else:
         lines.append(
             f"  gain over the paper's settings (positive = tuning helped): validation {metric} "
             f"{100 * comparison.gains[metric]:+.1f}%, test abs_rel {100 * comparison.gains['test_abs_rel']:+.1f}%, "
-            f"test rmse {100 * comparison.gains['test_rmse']:+.1f}%, test delta1 {100 * comparison.gains['test_delta1']:+.1f}%"
+            f"test rmse {100 * comparison.gains['test_rmse']:+.1f}%, "
+            f"test delta1 {100 * comparison.gains['test_delta1']:+.1f}%"
         )
     return lines
 
@@ -585,12 +668,22 @@ def summary_text(outcome: SweepOutcome, config: SweepConfig) -> str:
     """What the user sees at the end: the winner, the paper-settings trial, which split chose and
     which is reported, and where to look."""
     winner, metric = outcome.winner, outcome.metric
-    val = ", ".join(f"{k}={winner.val_metrics[k]:.4f}" for k in dict.fromkeys((metric, "val_abs_rel", "val_rmse", "val_delta1")) if k in winner.val_metrics)
+    val = ", ".join(
+        f"{k}={winner.val_metrics[k]:.4f}"
+        for k in dict.fromkeys((metric, "val_abs_rel", "val_rmse", "val_delta1"))
+        if k in winner.val_metrics
+    )
     splits = outcome.splits
     if config.tracking_uri and config.tracking_uri.startswith(("http://", "https://")):
-        ui = f"open {config.tracking_uri} (the tracking server's UI; from a laptop through an SSH tunnel, docs/cluster.md)"
+        ui = (
+            f"open {config.tracking_uri} "
+            "(the tracking server's UI; from a laptop through an SSH tunnel, docs/cluster.md)"
+        )
     elif config.tracking_uri:
-        ui = f"{sys.executable} -m mlflow ui --backend-store-uri {config.tracking_uri}   (then open http://127.0.0.1:5000)"
+        ui = (
+            f"{sys.executable} -m mlflow ui --backend-store-uri {config.tracking_uri}   "
+            "(then open http://127.0.0.1:5000)"
+        )
     else:
         # this interpreter's mlflow: the command works in a shell where the environment is not activated
         ui = f"cd {Path.cwd()} && {sys.executable} -m mlflow ui   (then open http://127.0.0.1:5000)"
@@ -606,7 +699,7 @@ def summary_text(outcome: SweepOutcome, config: SweepConfig) -> str:
             *paper_lines(outcome),
             f"registered {outcome.registration.name} version {outcome.registration.version} as "
             f"@{outcome.registration.alias} ({outcome.registration.reason}): load it with "
-            f"depthtune.load_model(\"{outcome.registration.name}@{outcome.registration.alias}\")",
+            f'depthtune.load_model("{outcome.registration.name}@{outcome.registration.alias}")',
             f"sweep run id: {outcome.sweep_run_id} (experiment {outcome.experiment_id})",
             f"dashboard: {outcome.dashboard} (also an artifact of the sweep run)",
             f"look at it: {ui}",

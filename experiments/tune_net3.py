@@ -1,4 +1,5 @@
-"""Sweep Net3 (Eigen & Fergus scale 3) on models:/net12@champion with experiments/configs/net3.yaml; flags override it."""
+"""Sweep Net3 (Eigen & Fergus scale 3) on models:/net12@champion with experiments/configs/net3.yaml;
+flags override it."""
 
 import sys
 

@@ -35,7 +35,13 @@ SEARCH_SPACE = {
 SWEEP_SPACE = {**SEARCH_SPACE, "step_size": {"type": "int", "low": 1, "high": 3}}
 # The baseline trial of the tests' sweeps: inside SEARCH_SPACE (and its narrower step ranges) at
 # the epoch budgets the tests use.
-PAPER_SETTINGS = {"lr": 0.01, "momentum": 0.9, "step_fraction": 0.34, "grad_weight": 1.0, "source": "tests: a point inside SEARCH_SPACE"}
+PAPER_SETTINGS = {
+    "lr": 0.01,
+    "momentum": 0.9,
+    "step_fraction": 0.34,
+    "grad_weight": 1.0,
+    "source": "tests: a point inside SEARCH_SPACE",
+}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -90,7 +96,11 @@ def sweep_config(data, storage, **overrides) -> SweepConfig:
         "storage_path": str(storage),
         "search_space": SWEEP_SPACE,
         "paper_settings": PAPER_SETTINGS,
-        "train": {"epochs": 3, "batch_size": 8, "model_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY["net12"].items()}},
+        "train": {
+            "epochs": 3,
+            "batch_size": 8,
+            "model_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY["net12"].items()},
+        },
     }
     values.update(overrides)
     return SweepConfig.from_dict(values, profile="cpu")
@@ -123,7 +133,9 @@ def finished_sweep(tmp_path_factory, synthetic_file, local_ray) -> tuple[Path, S
     trials checkpoint only new bests and their last epoch, and Tune keeps one checkpoint by score."""
     workdir = tmp_path_factory.mktemp("sweep")
     train = {"epochs": 3, "batch_size": 8, "checkpoint_every": 3, "model_cfg": dict(TINY["net12"])}
-    return workdir, run_in(workdir, sweep_config(synthetic_file, workdir / "ray_results", keep_checkpoints=1, train=train))
+    return workdir, run_in(
+        workdir, sweep_config(synthetic_file, workdir / "ray_results", keep_checkpoints=1, train=train)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +143,10 @@ def net3_sweep(finished_sweep, synthetic_file) -> SweepOutcome:
     """A 2-trial Net3 sweep on the registered net12@champion, in the same store."""
     workdir, _ = finished_sweep
     train = {"epochs": 2, "batch_size": 8, "model_cfg": dict(TINY["net3"])}
-    return run_in(workdir, sweep_config(synthetic_file, workdir / "ray_results", model="net3", name="net3", num_samples=2, train=train))
+    return run_in(
+        workdir,
+        sweep_config(synthetic_file, workdir / "ray_results", model="net3", name="net3", num_samples=2, train=train),
+    )
 
 
 def require_postgres() -> Path:
@@ -174,7 +189,9 @@ def postgres():
     directory = Path(tempfile.mkdtemp(prefix="depthtune-pg-"))
     os.chmod(directory, 0o711)
     server = LocalPostgres(
-        directory / "cluster", secrets.token_urlsafe(18), bin_dir=bin_dir,
+        directory / "cluster",
+        secrets.token_urlsafe(18),
+        bin_dir=bin_dir,
         settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
     )
     try:

@@ -54,8 +54,14 @@ def _listen_port(given: set[int]) -> int:
 
 def _node_ports(given: set[int]) -> list[str]:
     """Ports every node of one machine must not share (Ray's defaults are fixed numbers)."""
-    names = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-             "runtime-env-agent-port", "metrics-export-port")
+    names = (
+        "node-manager-port",
+        "object-manager-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+    )
     return [arg for name in names for arg in (f"--{name}", str(_listen_port(given)))]
 
 
@@ -122,7 +128,11 @@ class LocalRayCluster:
     def __post_init__(self) -> None:
         self.port = _listen_port(self.ports_given)
         if self.own_token:
-            self.env = {**self.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(write_ray_token(self.temp_dir))}
+            self.env = {
+                **self.env,
+                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": str(write_ray_token(self.temp_dir)),
+            }
 
     @property
     def address(self) -> str:
@@ -132,33 +142,74 @@ class LocalRayCluster:
         log = self.temp_dir / f"{name}.log"
         with open(log, "ab") as out:
             process = subprocess.Popen(
-                [RAY, "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
-                 "--object-store-memory", str(200 * 1024**2), "--node-name", name, *_node_ports(self.ports_given), *args],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
+                [
+                    RAY,
+                    "start",
+                    "--block",
+                    "--disable-usage-stats",
+                    "--node-ip-address",
+                    "127.0.0.1",
+                    "--object-store-memory",
+                    str(200 * 1024**2),
+                    "--node-name",
+                    name,
+                    *_node_ports(self.ports_given),
+                    *args,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.env,
             )
         node = RayNode(name, process, log)
         self.nodes.append(node)
         return node
 
     def start_head(self) -> RayNode:
-        node = self._start("head", ["--head", "--port", str(self.port), "--num-cpus", "0", "--num-gpus", "0",
-                                    "--include-dashboard", "false",
-                                    "--temp-dir", str(self.temp_dir / "ray")])
+        node = self._start(
+            "head",
+            [
+                "--head",
+                "--port",
+                str(self.port),
+                "--num-cpus",
+                "0",
+                "--num-gpus",
+                "0",
+                "--include-dashboard",
+                "false",
+                "--temp-dir",
+                str(self.temp_dir / "ray"),
+            ],
+        )
         self.wait_for_nodes(1)
         return node
 
     def add_worker(self, name: str, cpus: int, resources: dict[str, float]) -> RayNode:
         """Start a worker node and wait until it has joined: nodes started at once on one machine
         race for the same socket names in the session directory."""
-        node = self._start(name, ["--address", self.address, "--num-cpus", str(cpus), "--num-gpus", "0",
-                                  "--resources", json.dumps(resources)])
+        node = self._start(
+            name,
+            [
+                "--address",
+                self.address,
+                "--num-cpus",
+                str(cpus),
+                "--num-gpus",
+                "0",
+                "--resources",
+                json.dumps(resources),
+            ],
+        )
         self.wait_for_nodes(len(self.nodes))
         return node
 
     def alive_nodes(self) -> dict[str, str]:
         """Name -> node id of the nodes the cluster's GCS sees alive (asked from a fresh process)."""
-        script = ("import json, ray; ray.init(address='%s', logging_level='ERROR');"
-                  "print(json.dumps({n['NodeName']: n['NodeID'] for n in ray.nodes() if n['Alive']}))") % self.address
+        script = (
+            "import json, ray; ray.init(address='%s', logging_level='ERROR');"
+            "print(json.dumps({n['NodeName']: n['NodeID'] for n in ray.nodes() if n['Alive']}))"
+        ) % self.address
         out = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True, text=True, timeout=120)
         if out.returncode:
             raise RuntimeError(f"could not list the cluster's nodes: {out.stderr[-2000:]}")
@@ -181,7 +232,9 @@ class LocalRayCluster:
         while not self._gcs_listening():
             self._check_alive()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the head's GCS did not listen on {self.address} in {timeout:.0f} s; log: {self.nodes[0].log}")
+                raise TimeoutError(
+                    f"the head's GCS did not listen on {self.address} in {timeout:.0f} s; log: {self.nodes[0].log}"
+                )
             time.sleep(0.5)
         while time.monotonic() < deadline:
             self._check_alive()

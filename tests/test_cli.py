@@ -27,10 +27,29 @@ def test_synth_then_train(tmp_path, synthetic_file):
     assert (tmp_path / "s.mat").read_bytes()[:6] == b"MATLAB"
 
     config = tmp_path / "train.yaml"
-    config.write_text(yaml.safe_dump({"model_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY["net12"].items()}, "batch_size": 8}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY["net12"].items()},
+                "batch_size": 8,
+            }
+        )
+    )
     run = depthtune(
-        "train", "--model", "net12", "--data", str(synthetic_file), "--config", str(config),
-        "--epochs", "2", "--lr", "0.01", "--out", str(tmp_path / "run"), cwd=tmp_path,
+        "train",
+        "--model",
+        "net12",
+        "--data",
+        str(synthetic_file),
+        "--config",
+        str(config),
+        "--epochs",
+        "2",
+        "--lr",
+        "0.01",
+        "--out",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -50,7 +69,10 @@ def test_synth_then_train(tmp_path, synthetic_file):
         (["train", "--model", "net3", "--data", "{data}", "--net12-checkpoint", "nope.pt"], "nope.pt"),
         (["train", "--model", "net12", "--data", "{data}", "--profile", "gpu"], "profile 'gpu'"),
         (["train", "--model", "net12", "--data", "{data}", "--variant", "faithful"], "unknown variant 'faithful'"),
-        (["train", "--model", "fcrn", "--data", "{data}", "--encoder-weights", "resnet.pth"], "fcrn: encoder_weights file 'resnet.pth' does not exist"),
+        (
+            ["train", "--model", "fcrn", "--data", "{data}", "--encoder-weights", "resnet.pth"],
+            "fcrn: encoder_weights file 'resnet.pth' does not exist",
+        ),
         (["data", "synth", "--n", "0", "--out", "x.mat"], "n=0"),
         (["compare"], "no champion of ['net12', 'net3', 'fcrn'] is registered"),
         (["compare", "unet@champion"], "no registered model 'unet'"),
@@ -73,7 +95,12 @@ def test_unknown_model_is_rejected_by_the_parser(tmp_path):
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     config = yaml.safe_load((REPO / "experiments" / "configs" / "demo.yaml").read_text())
-    config.update(synthetic_frames=20, synthetic_path=str(tmp_path / "synth.mat"), output_dir=str(tmp_path / "runs"), profile="cpu")
+    config.update(
+        synthetic_frames=20,
+        synthetic_path=str(tmp_path / "synth.mat"),
+        output_dir=str(tmp_path / "runs"),
+        profile="cpu",
+    )
     for model in config["models"]:
         config[model].update(epochs=1)
     path = tmp_path / "demo.yaml"
@@ -82,7 +109,13 @@ def test_demo_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary["test_metrics"]) == {"train mean depth", "best constant depth", "Net12", "Net3 (on Net12)", "FCRN"}
+    assert set(summary["test_metrics"]) == {
+        "train mean depth",
+        "best constant depth",
+        "Net12",
+        "Net3 (on Net12)",
+        "FCRN",
+    }
     for model in config["models"]:
         assert (run_dir / model / "best" / "checkpoint.pt").is_file()
     assert summary["configs"]["net3"]["net12_checkpoint"] == str(run_dir / "net12" / "best")

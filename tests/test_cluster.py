@@ -45,11 +45,16 @@ def tracking(postgres, tmp_path_factory, credentials):
     postgres.create_database("mlflow_cluster_auth")
     state = tmp_path_factory.mktemp("tracking")
     auth = BasicAuth(
-        credentials["MLFLOW_TRACKING_USERNAME"], credentials["MLFLOW_TRACKING_PASSWORD"],
+        credentials["MLFLOW_TRACKING_USERNAME"],
+        credentials["MLFLOW_TRACKING_PASSWORD"],
         database_uri=postgres.uri("mlflow_cluster_auth"),
     )
     server = TrackingServer(
-        postgres.uri("mlflow_cluster"), state / "artifacts", proxy_artifacts=True, auth=auth, state_dir=state,
+        postgres.uri("mlflow_cluster"),
+        state / "artifacts",
+        proxy_artifacts=True,
+        auth=auth,
+        state_dir=state,
         log_path=state / "server.log",
     )
     try:
@@ -63,8 +68,10 @@ def cluster(credentials):
     """Head (0 CPUs) + worker-a + worker-b (1 CPU, 1 fake_gpu each). Every node carries the
     tracking credentials in its environment, as ray_cluster.yaml gives them to real nodes."""
     env = {
-        **os.environ, **credentials,
-        "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
+        **os.environ,
+        **credentials,
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_failure_threshold": "3",
     }
     cluster = LocalRayCluster(env)
     try:
@@ -78,10 +85,23 @@ def cluster(credentials):
 
 def _config_file(directory: Path, data: Path, **overrides) -> Path:
     values = {
-        "model": "net12", "experiment": "cluster", "data": str(data), "num_samples": 4, "max_concurrent": 2,
-        "cpus_per_trial": 1, "gpus_per_trial": 0, "resources_per_trial": {"fake_gpu": 1},
-        "grace_period": GRACE, "reduction_factor": 2, "max_failures": 3, "seed": 11, "preview_every": 4, "preview_frames": 2,
-        "search_space": SEARCH_SPACE, "paper_settings": PAPER_SETTINGS, "train": {"epochs": EPOCHS, "batch_size": 8, "model_cfg": MODEL_CFG},
+        "model": "net12",
+        "experiment": "cluster",
+        "data": str(data),
+        "num_samples": 4,
+        "max_concurrent": 2,
+        "cpus_per_trial": 1,
+        "gpus_per_trial": 0,
+        "resources_per_trial": {"fake_gpu": 1},
+        "grace_period": GRACE,
+        "reduction_factor": 2,
+        "max_failures": 3,
+        "seed": 11,
+        "preview_every": 4,
+        "preview_frames": 2,
+        "search_space": SEARCH_SPACE,
+        "paper_settings": PAPER_SETTINGS,
+        "train": {"epochs": EPOCHS, "batch_size": 8, "model_cfg": MODEL_CFG},
         **overrides,
     }
     path = directory / "sweep.yaml"
@@ -89,16 +109,39 @@ def _config_file(directory: Path, data: Path, **overrides) -> Path:
     return path
 
 
-def _driver(cluster: LocalRayCluster, tracking: TrackingServer, config: Path, storage: Path, name: str, log: Path, *extra: str):
+def _driver(
+    cluster: LocalRayCluster, tracking: TrackingServer, config: Path, storage: Path, name: str, log: Path, *extra: str
+):
     """``depthtune tune net12`` on the cluster, as a user runs it: RAY_ADDRESS and the tracking URI
     from the environment, the shared storage as a flag."""
     # Epochs here last about a second: snapshot Tune's experiment every second (its default is 10 s
     # or more), or a killed driver's last snapshot may name checkpoints already pruned (README "Faults").
-    env = {**cluster.env, "RAY_ADDRESS": cluster.address, "MLFLOW_TRACKING_URI": tracking.uri, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
-    command = [sys.executable, "-m", "depthtune.cli", "tune", "net12", "--config", str(config), "--profile", "cpu",
-               "--storage-path", str(storage), "--name", name, *extra]
+    env = {
+        **cluster.env,
+        "RAY_ADDRESS": cluster.address,
+        "MLFLOW_TRACKING_URI": tracking.uri,
+        "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "depthtune.cli",
+        "tune",
+        "net12",
+        "--config",
+        str(config),
+        "--profile",
+        "cpu",
+        "--storage-path",
+        str(storage),
+        "--name",
+        name,
+        *extra,
+    ]
     with open(log, "ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent, start_new_session=True)
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent, start_new_session=True
+        )
 
 
 def _trial_query(client: MlflowClient, sweep_name: str) -> tuple[str, str] | None:
@@ -129,7 +172,9 @@ def _wait(condition, timeout: float, what: str, driver: subprocess.Popen, log: P
         if value:
             return value
         if driver.poll() is not None:
-            raise AssertionError(f"the driver exited ({driver.returncode}) while waiting for {what}:\n{log.read_text()[-4000:]}")
+            raise AssertionError(
+                f"the driver exited ({driver.returncode}) while waiting for {what}:\n{log.read_text()[-4000:]}"
+            )
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}:\n{log.read_text()[-4000:]}")
 
@@ -182,9 +227,16 @@ def test_sweep_spans_both_workers_and_survives_a_dead_worker_a_tracking_outage_a
             Epochs are counted from the checkpoints on the shared storage: quicker than MLflow."""
             query["faults"] = query.get("faults") or _trial_query(client, "faults")  # then one request a poll
             runs = [r for r in _trial_runs(client, "faults", query["faults"]) if r.info.status == "RUNNING"]
-            done = {r.info.run_id: _epochs_checkpointed(tmp_path / "shared" / "faults" / f"net12_{r.data.tags['depthtune.trial_id']}")
-                    for r in runs}
-            on = {name: [r for r in runs if r.data.tags.get("depthtune.node_name") == name] for name in ("worker-a", "worker-b")}
+            done = {
+                r.info.run_id: _epochs_checkpointed(
+                    tmp_path / "shared" / "faults" / f"net12_{r.data.tags['depthtune.trial_id']}"
+                )
+                for r in runs
+            }
+            on = {
+                name: [r for r in runs if r.data.tags.get("depthtune.node_name") == name]
+                for name in ("worker-a", "worker-b")
+            }
             early = [r for r in on["worker-b"] if 1 <= done[r.info.run_id] <= GRACE - 3]
             return (on["worker-a"] + early) if on["worker-a"] and early else None
 
@@ -202,11 +254,15 @@ def test_sweep_spans_both_workers_and_survives_a_dead_worker_a_tracking_outage_a
     resumed_at = time.time()
     driver = _driver(cluster, tracking, config, tmp_path / "shared", "faults", log, "--resume")
     try:
+
         def training_early():
             """A trial of the resumed sweep with epochs to go (1-2 of 8 checkpointed since the resume)."""
             for trial in (tmp_path / "shared" / "faults").glob("net12_*"):
                 try:
-                    if 1 <= _epochs_checkpointed(trial) <= 2 and max(p.stat().st_mtime for p in trial.glob("checkpoint_*")) > resumed_at:
+                    if (
+                        1 <= _epochs_checkpointed(trial) <= 2
+                        and max(p.stat().st_mtime for p in trial.glob("checkpoint_*")) > resumed_at
+                    ):
                         return True
                 except (FileNotFoundError, ValueError):  # Tune pruned a checkpoint while we looked
                     continue
@@ -234,10 +290,15 @@ def test_sweep_spans_both_workers_and_survives_a_dead_worker_a_tracking_outage_a
     assert moved.data.tags["depthtune.node_name"] == "worker-a", (
         f"the dead worker's trial did not move to the live one (it had checkpointed {killed_after} epochs when killed)"
     )
-    assert int(moved.data.tags["depthtune.restored_after_epoch"]) >= 1, "the moved trial started over instead of resuming"
+    assert int(moved.data.tags["depthtune.restored_after_epoch"]) >= 1, (
+        "the moved trial started over instead of resuming"
+    )
     grids = client.list_artifacts(runs[0].info.run_id, "predictions")
     assert grids, "prediction grids were not uploaded through the proxied artifact store"
     produced_during_outage = [
-        m for r in runs for m in client.get_metric_history(r.info.run_id, "val_loss") if outage[0] * 1000 <= m.timestamp <= outage[1] * 1000
+        m
+        for r in runs
+        for m in client.get_metric_history(r.info.run_id, "val_loss")
+        if outage[0] * 1000 <= m.timestamp <= outage[1] * 1000
     ]
     assert produced_during_outage, "no epoch ended while the server was down: the outage missed the training"

@@ -359,9 +359,23 @@ def test_copied_paths_exist_and_are_in_the_build_context():
 
 def test_dockerignore_keeps_local_state_out():
     patterns = dockerignore_patterns()
-    for path in (".git", ".venv", "mlruns", "mlflow.db", "ray_results", "data", "runs", "docs/sweep_dashboard.png",
-                 "depthtune/__pycache__", "__pycache__", "depthtune.egg-info", ".pytest_cache", ".ruff_cache", ".ci",
-                 "data/synthetic_nyu_300f_3v.mat"):
+    for path in (
+        ".git",
+        ".venv",
+        "mlruns",
+        "mlflow.db",
+        "ray_results",
+        "data",
+        "runs",
+        "docs/sweep_dashboard.png",
+        "depthtune/__pycache__",
+        "__pycache__",
+        "depthtune.egg-info",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".ci",
+        "data/synthetic_nyu_300f_3v.mat",
+    ):
         assert is_ignored(path, patterns), path
     for path in ("pyproject.toml", "README.md", "depthtune/cli.py", "experiments/configs/net12.yaml"):
         assert not is_ignored(path, patterns), path

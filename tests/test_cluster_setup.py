@@ -20,7 +20,7 @@ import yaml
 from local_cluster import LocalRayCluster
 
 REPO = Path(__file__).resolve().parent.parent
-FAKE_BOTO3 = '''import json, os
+FAKE_BOTO3 = """import json, os
 
 
 class _SecretsManager:
@@ -32,13 +32,13 @@ class _SecretsManager:
 def client(service):
     assert service == "secretsmanager", service
     return _SecretsManager()
-'''
+"""
 
 
 def _secret(**overrides) -> dict[str, str]:
     values = {
         "MLFLOW_TRACKING_USERNAME": "depthtune-admin",
-        "MLFLOW_TRACKING_PASSWORD": "it's $a `secret` \"pw\"",
+        "MLFLOW_TRACKING_PASSWORD": 'it\'s $a `secret` "pw"',
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
         "DEPTHTUNE_DB_PASSWORD": "db-password-0123",
     }
@@ -63,8 +63,12 @@ def _run_setup(home: Path, secret: dict[str, str], tmp_path: Path) -> subprocess
     (stand_in / "boto3.py").write_text(FAKE_BOTO3)
     python_dir = str(Path(sys.executable).parent)
     env = {
-        "HOME": str(home), "PATH": f"{python_dir}:{os.environ['PATH']}", "PYTHONPATH": str(stand_in),
-        "FAKE_SECRET": json.dumps(secret), "RAY_HEAD_IP": "127.0.0.1", "DEPTHTUNE_SECRET_ID": "depthtune/tracking",
+        "HOME": str(home),
+        "PATH": f"{python_dir}:{os.environ['PATH']}",
+        "PYTHONPATH": str(stand_in),
+        "FAKE_SECRET": json.dumps(secret),
+        "RAY_HEAD_IP": "127.0.0.1",
+        "DEPTHTUNE_SECRET_ID": "depthtune/tracking",
     }
     return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
 
@@ -73,8 +77,13 @@ def _node_environment(home: Path) -> dict[str, str]:
     """What a login shell on the node exports: ``~/.depthtune.env``, which ``~/.bashrc`` sources."""
     bashrc = (home / ".bashrc").read_text()
     assert bashrc.startswith("[ -f ~/.depthtune.env ] && . ~/.depthtune.env"), bashrc
-    out = subprocess.run(["bash", "-c", ". ~/.depthtune.env && env -0"], env={"HOME": str(home), "PATH": os.environ["PATH"]},
-                         capture_output=True, timeout=30, check=True)
+    out = subprocess.run(
+        ["bash", "-c", ". ~/.depthtune.env && env -0"],
+        env={"HOME": str(home), "PATH": os.environ["PATH"]},
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
     return dict(entry.split("=", 1) for entry in out.stdout.decode().split("\0") if "=" in entry)
 
 
@@ -126,11 +135,15 @@ def test_a_head_started_with_the_nodes_environment_admits_only_drivers_with_the_
         cluster.start_head()  # waits until a driver with the node's environment lists the head
         stranger_home = tmp_path / "stranger"
         stranger_home.mkdir()
-        connect = f"import ray; ray.init(address='{cluster.address}', logging_level='ERROR'); print(ray.nodes()[0]['Alive'])"
+        connect = (
+            f"import ray; ray.init(address='{cluster.address}', logging_level='ERROR'); print(ray.nodes()[0]['Alive'])"
+        )
         stranger = subprocess.run(
-            [sys.executable, "-c", connect], env={**base, "HOME": str(stranger_home), "RAY_AUTH_MODE": "token",
-                                                  "RAY_AUTH_TOKEN": secrets.token_hex(32)},
-            capture_output=True, text=True, timeout=180,
+            [sys.executable, "-c", connect],
+            env={**base, "HOME": str(stranger_home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)},
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert stranger.returncode != 0
         assert "InvalidAuthToken" in stranger.stderr, stranger.stderr[-2000:]

@@ -30,13 +30,17 @@ from depthtune.tune import DASHBOARD_FILE
 pytestmark = pytest.mark.slow
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-ERROR_CATCHER = """<script>
-document.documentElement.setAttribute('data-js-errors', '[]');
-const __errors = [];
-const __record = m => { __errors.push(String(m)); document.documentElement.setAttribute('data-js-errors', JSON.stringify(__errors)); };
-window.addEventListener('error', e => __record(e.message));
-const __consoleError = console.error; console.error = (...a) => { __record(a.join(' ')); __consoleError(...a); };
-</script>"""
+ERROR_CATCHER = (
+    "<script>\n"
+    "document.documentElement.setAttribute('data-js-errors', '[]');\n"
+    "const __errors = [];\n"
+    "const __record = m => { __errors.push(String(m)); "
+    "document.documentElement.setAttribute('data-js-errors', JSON.stringify(__errors)); };\n"
+    "window.addEventListener('error', e => __record(e.message));\n"
+    "const __consoleError = console.error; "
+    "console.error = (...a) => { __record(a.join(' ')); __consoleError(...a); };\n"
+    "</script>"
+)
 DRAWN_COUNTER = """<script>
 document.documentElement.setAttribute('data-plots-drawn',
   String([...document.querySelectorAll('.js-plotly-plot')].filter(d => d.querySelector('.main-svg')).length));
@@ -66,7 +70,9 @@ def test_sweep_dashboard_is_written_logged_and_self_contained(sweep_dashboard):
     logged = list((workdir / "mlruns").glob(f"*/{outcome.sweep_run_id}/artifacts/{DASHBOARD_FILE}"))
     assert len(logged) == 1
     html = outcome.dashboard.read_text()
-    assert "<script src=" not in html and "<link " not in html and "Plotly.newPlot" in html  # plotly.js embedded, nothing fetched
+    assert (
+        "<script src=" not in html and "<link " not in html and "Plotly.newPlot" in html
+    )  # plotly.js embedded, nothing fetched
 
 
 def test_sweep_dashboard_content(sweep_dashboard):
@@ -84,8 +90,13 @@ def test_sweep_dashboard_content(sweep_dashboard):
     (paper,) = [t for t in record.trials if t.paper]
     (paper_curve,) = [t for t in curves if "paper settings" in t.name]
     assert paper_curve.line.dash == "dash" and len(paper_curve.x) == record.epochs
-    assert any(paper.trial_id in str(row) and "(paper settings)" in str(row) for row in figures["top_trials"].data[0].cells.values[1])
-    assert f"Paper settings (trial {paper.trial_id}" in versus_paper_note(record) and "Gain of tuning over the paper's settings" in versus_paper_note(record)
+    assert any(
+        paper.trial_id in str(row) and "(paper settings)" in str(row)
+        for row in figures["top_trials"].data[0].cells.values[1]
+    )
+    assert f"Paper settings (trial {paper.trial_id}" in versus_paper_note(
+        record
+    ) and "Gain of tuning over the paper's settings" in versus_paper_note(record)
     (bars,) = figures["importance"].data
     assert bars.type == "bar" and (set(bars.y) == set(record.space) or len(record.finished()) < 2)
     scatter = figures["scatter"]
@@ -101,9 +112,14 @@ def test_comparison_content(comparison):
     figures = comparison_figures(result)
     (table,) = figures["metrics_table"].data
     eigen_rows = [name for name, row in PUBLISHED.items() if row.protocol == "eigen"]
-    assert list(table.cells.values[0]) == [*labels, *eigen_rows] and len(eigen_rows) == 2  # Laina's row is under another protocol
+    assert (
+        list(table.cells.values[0]) == [*labels, *eigen_rows] and len(eigen_rows) == 2
+    )  # Laina's row is under another protocol
     descriptions = list(table.cells.values[1])
-    assert all(d.startswith(PUBLISHED_MARK) and "ImageNet" in d and "654 official test frames" in d for d in descriptions[len(labels):])
+    assert all(
+        d.startswith(PUBLISHED_MARK) and "ImageNet" in d and "654 official test frames" in d
+        for d in descriptions[len(labels) :]
+    )
     for description in descriptions[: len(labels)]:
         assert description.startswith("measured here; trained from scratch on synth20.mat")
         assert "cpu profile, project variant, input 64x80, width 0.125" in description
@@ -126,7 +142,10 @@ def test_comparison_recomputes_the_registered_test_metrics(comparison):
     for entry, measured in zip(result.entries, result.results):
         tags = client.get_model_version(entry.name, entry.version).tags
         for metric in ("abs_rel", "rmse", "delta1"):
-            assert measured.metrics[metric] == pytest.approx(float(tags[f"test_{metric}"]), rel=2e-3), (entry.label, metric)
+            assert measured.metrics[metric] == pytest.approx(float(tags[f"test_{metric}"]), rel=2e-3), (
+                entry.label,
+                metric,
+            )
 
 
 def test_under_lainas_protocol_only_lainas_row_stands_beside_the_models(comparison, finished_sweep):
@@ -134,10 +153,12 @@ def test_under_lainas_protocol_only_lainas_row_stands_beside_the_models(comparis
     uri = f"sqlite:///{workdir}/mlflow.db"
     laina = build_comparison(MlflowClient(uri), uri, evaluation="laina")
     (table,) = comparison_figures(laina)["metrics_table"].data
-    assert list(table.cells.values[0])[len(laina.entries):] == ["Laina et al. 2016, FCRN (ResNet-50)"]
+    assert list(table.cells.values[0])[len(laina.entries) :] == ["Laina et al. 2016, FCRN (ResNet-50)"]
     assert "full frame without a crop" in table.cells.values[1][-1]
     assert "none crop, depth cap inf m, pooled over pixels (laina protocol)" in table.cells.values[1][0]
-    assert laina.results[0].metrics["rmse"] != eigen.results[0].metrics["rmse"]  # the same predictions, another protocol
+    assert (
+        laina.results[0].metrics["rmse"] != eigen.results[0].metrics["rmse"]
+    )  # the same predictions, another protocol
 
 
 def test_comparison_is_logged_to_its_own_run(comparison):
@@ -152,7 +173,14 @@ def test_comparison_is_logged_to_its_own_run(comparison):
 def test_models_under_different_protocols_are_refused(comparison):
     _, result, _, _ = comparison
     first, second = result.entries
-    other = ModelEntry(second.label, second.name, second.version, {**second.protocol, "split": "splits.mat"}, second.train_config, second.predictor)
+    other = ModelEntry(
+        second.label,
+        second.name,
+        second.version,
+        {**second.protocol, "split": "splits.mat"},
+        second.train_config,
+        second.predictor,
+    )
     with pytest.raises(ValueError, match="different protocols.*net3 v1"):
         check_same_protocol([first, other])
 
@@ -162,8 +190,16 @@ def _open_in_chromium(html: Path, tmp_path: Path) -> tuple[list[str], int]:
     page = tmp_path / html.name
     text = html.read_text().replace("<head>", "<head>" + ERROR_CATCHER, 1)
     page.write_text(text[: text.rindex("</body>")] + DRAWN_COUNTER + "</body></html>")
-    command = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000",
-               f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom", page.as_uri()]
+    command = [
+        BROWSER,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=30000",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     # Chromium keeps its profile, crash-report settings and caches under XDG_CONFIG_HOME / XDG_CACHE_HOME
     # (by default in $HOME): the test's own folder instead, so the suite leaves nothing in the home directory.
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"), "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}

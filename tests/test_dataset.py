@@ -27,7 +27,9 @@ def test_yields_the_resolution_the_model_needs(synthetic_file, model, cfg, input
 
 
 def test_split_sizes_and_disjointness(synthetic_arrays):
-    datasets = {s: NYUDepthV2(synthetic_arrays, s, "net12", False, model_cfg=TINY["net12"]) for s in ("train", "val", "test")}
+    datasets = {
+        s: NYUDepthV2(synthetic_arrays, s, "net12", False, model_cfg=TINY["net12"]) for s in ("train", "val", "test")
+    }
     assert {s: len(d) for s, d in datasets.items()} == {"train": 14, "val": 3, "test": 3}  # whole rooms of 3 views
     rooms = {s: {synthetic_arrays.scenes[i] for i in d.indices} for s, d in datasets.items()}
     assert not rooms["train"] & rooms["val"] and not rooms["train"] & rooms["test"] and not rooms["val"] & rooms["test"]

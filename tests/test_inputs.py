@@ -48,7 +48,9 @@ def test_an_int_is_a_number_and_a_missing_key_is_named():
     assert TrainConfig.from_dict({"lr": 1, "momentum": 0}).lr == 1
     from depthtune.paper_settings import PaperSettings
 
-    with pytest.raises(ValueError, match=r"paper_settings: missing key\(s\) \['momentum', 'step_fraction', 'grad_weight', 'source'\]"):
+    with pytest.raises(
+        ValueError, match=r"paper_settings: missing key\(s\) \['momentum', 'step_fraction', 'grad_weight', 'source'\]"
+    ):
         PaperSettings.from_dict({"lr": 0.01})
 
 
@@ -127,7 +129,11 @@ def test_checkpoint_size_is_the_weights_and_momentum_of_what_trains():
     model = build("net12", **TINY["net12"])
     assert checkpoint_bytes("net12", TINY["net12"]) == 8 * sum(p.numel() for p in model.parameters())
     net3 = checkpoint_bytes("net3", TINY["net3"])
-    assert 0 < net3 < 8 * sum(p.numel() for p in build("net3", net12=build("net12", width=0.125), **TINY["net3"]).parameters())
+    assert (
+        0
+        < net3
+        < 8 * sum(p.numel() for p in build("net3", net12=build("net12", width=0.125), **TINY["net3"]).parameters())
+    )
 
 
 def test_folders_that_cannot_hold_a_run_are_named(tmp_path):
@@ -160,7 +166,9 @@ def test_tracking_uris_that_lead_nowhere_are_named_at_once(tmp_path):
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "depthtune.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "depthtune.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize(
@@ -170,7 +178,16 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_the_command_line_turns_expected_failures_into_one_line_and_exit_2(tmp_path, synthetic_file, case):
     if case == "type in yaml":
         (tmp_path / "t.yaml").write_text(yaml.safe_dump({"momentum": "abc"}))
-        out = _cli("train", "--model", "net12", "--data", str(synthetic_file), "--config", str(tmp_path / "t.yaml"), cwd=tmp_path)
+        out = _cli(
+            "train",
+            "--model",
+            "net12",
+            "--data",
+            str(synthetic_file),
+            "--config",
+            str(tmp_path / "t.yaml"),
+            cwd=tmp_path,
+        )
         expected = "momentum='abc': expected a number"
     elif case == "port out of range":
         out = _cli("serve", "start", "--port", "99999", "--state-dir", str(tmp_path), cwd=tmp_path)
@@ -183,7 +200,18 @@ def test_the_command_line_turns_expected_failures_into_one_line_and_exit_2(tmp_p
             pytest.skip("root writes to read-only folders")
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        out = _cli("train", "--model", "net12", "--data", str(synthetic_file), "--epochs", "1", "--out", str(locked / "run"), cwd=tmp_path)
+        out = _cli(
+            "train",
+            "--model",
+            "net12",
+            "--data",
+            str(synthetic_file),
+            "--epochs",
+            "1",
+            "--out",
+            str(locked / "run"),
+            cwd=tmp_path,
+        )
         expected = "is not writable"
     assert out.returncode == 2, out.stderr[-3000:]
     assert expected in out.stderr and "Traceback" not in out.stderr, out.stderr[-3000:]

@@ -141,9 +141,14 @@ def test_laina_protocol_pools_every_valid_pixel_of_the_full_frame_as_a_brute_for
     d = np.log(p) - np.log(g)
     ratio = np.maximum(p / g, g / p)
     expected = {
-        "abs_rel": np.mean(np.abs(p - g) / g), "sq_rel": np.mean((p - g) ** 2 / g), "rmse": np.sqrt(np.mean((p - g) ** 2)),
-        "rmse_log": np.sqrt(np.mean(d**2)), "log10": np.mean(np.abs(np.log10(p) - np.log10(g))),
-        "delta1": np.mean(ratio < 1.25), "delta2": np.mean(ratio < 1.25**2), "delta3": np.mean(ratio < 1.25**3),
+        "abs_rel": np.mean(np.abs(p - g) / g),
+        "sq_rel": np.mean((p - g) ** 2 / g),
+        "rmse": np.sqrt(np.mean((p - g) ** 2)),
+        "rmse_log": np.sqrt(np.mean(d**2)),
+        "log10": np.mean(np.abs(np.log10(p) - np.log10(g))),
+        "delta1": np.mean(ratio < 1.25),
+        "delta2": np.mean(ratio < 1.25**2),
+        "delta3": np.mean(ratio < 1.25**3),
         "si_log": np.sqrt(np.mean(d**2) - np.mean(d) ** 2),
     }
     for name, value in expected.items():

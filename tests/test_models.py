@@ -179,14 +179,21 @@ def test_width_scales_channels() -> None:
 def net3() -> Net3:
     """A CPU-size Net3 in the project's variant (BatchNorm, residual start) on a BatchNorm Net12."""
     torch.manual_seed(0)
-    return Net3(width=0.25, batch_norm=True, residual=True, net12_config={"input_size": list(SMALL), "width": 0.25, "batch_norm": True})
+    return Net3(
+        width=0.25,
+        batch_norm=True,
+        residual=True,
+        net12_config={"input_size": list(SMALL), "width": 0.25, "batch_norm": True},
+    )
 
 
 def _resample_axis(values: np.ndarray, src: tuple[float, float], dst: tuple[float, float], n: int) -> np.ndarray:
     """Linear interpolation (edges clamped) of cells spanning ``src`` at the centres of n cells on ``dst``."""
     centres = dst[0] + (np.arange(n) + 0.5) * (dst[1] - dst[0]) / n
     index = (centres - src[0]) / ((src[1] - src[0]) / values.shape[-1]) - 0.5
-    return np.stack([np.interp(index, np.arange(values.shape[-1]), row) for row in values.reshape(-1, values.shape[-1])]).reshape(*values.shape[:-1], n)
+    return np.stack(
+        [np.interp(index, np.arange(values.shape[-1]), row) for row in values.reshape(-1, values.shape[-1])]
+    ).reshape(*values.shape[:-1], n)
 
 
 def test_residual_net3_untrained_equals_net12_resampled_onto_its_grid(net3: Net3) -> None:
@@ -202,7 +209,9 @@ def test_residual_net3_untrained_equals_net12_resampled_onto_its_grid(net3: Net3
     torch.testing.assert_close(out.double(), torch.from_numpy(both), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("layers", [((9, 2, 1), (3, 2, 0)), ((9, 2, 1), (3, 1, 0)), ((9, 2, 0), (2, 2, 0)), ((3, 1, 1), (3, 2, 1))])
+@pytest.mark.parametrize(
+    "layers", [((9, 2, 1), (3, 2, 0)), ((9, 2, 1), (3, 1, 0)), ((9, 2, 0), (2, 2, 0)), ((3, 1, 1), (3, 2, 1))]
+)
 def test_output_region_is_where_output_cells_look(layers) -> None:
     """Brute force: the centre of the input pixels that reach an output cell."""
     size = 57
@@ -213,7 +222,9 @@ def test_output_region_is_where_output_cells_look(layers) -> None:
     out = net(x)
     start, end = chain_span(layers, size)
     step = (end - start) * size / out.shape[-1]
-    cells = (0, out.shape[-1] - 1) if all(p == 0 for _, _, p in layers) else (out.shape[-1] // 2,)  # padding clips borders
+    cells = (
+        (0, out.shape[-1] - 1) if all(p == 0 for _, _, p in layers) else (out.shape[-1] // 2,)
+    )  # padding clips borders
     for cell in cells:
         (grad,) = torch.autograd.grad(out[0, 0, 0, cell], x, retain_graph=True)
         hit = torch.nonzero(grad[0, 0, 0]).flatten()
@@ -302,7 +313,9 @@ def test_net12_loads_torchvision_vgg16_into_scale1(imagenet_files, file: str, ba
     path, sd = imagenet_files[file]
     model, changed = predictions_change("net12", path, batch_norm=batch_norm)
     own = model.features.state_dict()
-    assert {f"features.{k}" for k in own} == {k for k in sd if k.startswith("features.")}  # nothing missing, nothing extra
+    assert {f"features.{k}" for k in own} == {
+        k for k in sd if k.startswith("features.")
+    }  # nothing missing, nothing extra
     for key, value in own.items():
         torch.testing.assert_close(value, sd[f"features.{key}"])
     assert changed
@@ -340,11 +353,17 @@ def test_missing_weights_file_is_named(tmp_path) -> None:
 def test_wrong_file_for_the_model_is_a_clear_error(imagenet_files) -> None:
     vgg, _ = imagenet_files["vgg16"]
     resnet, _ = imagenet_files["resnet50"]
-    with pytest.raises(ValueError, match=r"fcrn: .*vgg16\.pth.*expected torchvision's resnet50.*missing keys.*conv1\.weight"):
+    with pytest.raises(
+        ValueError, match=r"fcrn: .*vgg16\.pth.*expected torchvision's resnet50.*missing keys.*conv1\.weight"
+    ):
         FCRN(input_size=SMALL, encoder_weights=vgg)
-    with pytest.raises(ValueError, match=r"net12: .*resnet50\.pth.*expected torchvision's vgg16 .*missing keys.*features\.0\.weight"):
+    with pytest.raises(
+        ValueError, match=r"net12: .*resnet50\.pth.*expected torchvision's vgg16 .*missing keys.*features\.0\.weight"
+    ):
         Net12(input_size=SMALL, encoder_weights=resnet)
-    with pytest.raises(ValueError, match=r"net12: .*vgg16\.pth.*vgg16_bn.*batch_norm=True.*missing keys.*features\.1\.weight"):
+    with pytest.raises(
+        ValueError, match=r"net12: .*vgg16\.pth.*vgg16_bn.*batch_norm=True.*missing keys.*features\.1\.weight"
+    ):
         Net12(input_size=SMALL, batch_norm=True, encoder_weights=vgg)
     with pytest.raises(ValueError, match=r"resnet50\.pth.*shape mismatches.*conv1\.weight"):
         FCRN(input_size=SMALL, width=0.25, encoder_weights=resnet)
@@ -463,8 +482,11 @@ def test_up_projection_module_equals_naive_unpool_then_convolutions() -> None:
 # conv_s3_1 64 9x9 /2, pool_s3_1 3x3 /1 -> 109x147, two 64 5x5, output 5x5.
 VGG16_PAPER = [
     row
-    for stage, (channels, size) in enumerate([(64, (228, 304)), (128, (114, 152)), (256, (57, 76)), (512, (28, 38)), (512, (14, 19))])
-    for row in [("conv", 3, 1, channels, size)] * (2 if stage < 2 else 3) + [("pool", 2, 2, channels, (size[0] // 2, size[1] // 2))]
+    for stage, (channels, size) in enumerate(
+        [(64, (228, 304)), (128, (114, 152)), (256, (57, 76)), (512, (28, 38)), (512, (14, 19))]
+    )
+    for row in [("conv", 3, 1, channels, size)] * (2 if stage < 2 else 3)
+    + [("pool", 2, 2, channels, (size[0] // 2, size[1] // 2))]
 ]
 EIGEN_NET12 = VGG16_PAPER + [
     ("full", None, None, 4096, None),
@@ -474,7 +496,12 @@ EIGEN_NET12 = VGG16_PAPER + [
     *[("conv", 5, 1, 64, (55, 74))] * 3,
     ("conv", 5, 1, 1, (55, 74)),
 ]
-EIGEN_NET3 = [("conv", 9, 2, 64, (111, 149)), ("pool", 3, 1, 64, (109, 147)), *[("conv", 5, 1, 64, (109, 147))] * 2, ("conv", 5, 1, 1, (109, 147))]
+EIGEN_NET3 = [
+    ("conv", 9, 2, 64, (111, 149)),
+    ("pool", 3, 1, 64, (109, 147)),
+    *[("conv", 5, 1, 64, (109, 147))] * 2,
+    ("conv", 5, 1, 1, (109, 147)),
+]
 # Laina et al. 2016, figure 1: ResNet-50 (conv 7x7 64 /2, max pool 3x3 /2, 3-4-6-3 residual blocks of
 # 256-512-1024-2048), conv 1x1 1024, up-projections to 512, 256, 128, 64, conv 3x3 to depth 128x160.
 LAINA_FCRN = [
@@ -482,7 +509,9 @@ LAINA_FCRN = [
     ("pool", 3, 2, 64, (57, 76)),
     *[
         ("res-block", 3, 2 if block == 0 and stage > 0 else 1, channels, size)
-        for stage, (count, channels, size) in enumerate([(3, 256, (57, 76)), (4, 512, (29, 38)), (6, 1024, (15, 19)), (3, 2048, (8, 10))])
+        for stage, (count, channels, size) in enumerate(
+            [(3, 256, (57, 76)), (4, 512, (29, 38)), (6, 1024, (15, 19)), (3, 2048, (8, 10))]
+        )
         for block in range(count)
     ],
     ("conv", 1, 1, 1024, (8, 10)),
@@ -502,4 +531,6 @@ def test_paper_profile_is_the_papers_table_layer_for_layer(name: str, paper: lis
     assert rows == paper
     if name == "net12":
         assert isinstance(model.coarse[-1], nn.ReLU)  # full2's 64 maps are rectified before scale 2 sees them
-    assert not any(isinstance(m, nn.BatchNorm2d) for n, m in model.named_modules() if name != "fcrn" and not n.startswith("net12."))
+    assert not any(
+        isinstance(m, nn.BatchNorm2d) for n, m in model.named_modules() if name != "fcrn" and not n.startswith("net12.")
+    )

@@ -86,7 +86,9 @@ def test_a_scenes_array_of_the_wrong_length_is_refused(patterned_file, tmp_path)
         del h5["scenes"]
         cell = h5.create_dataset("scenes", shape=(1, 2), dtype=h5py.ref_dtype)
         cell[0, :] = refs
-    with pytest.raises(NYUFormatError, match="key 'scenes' is object of shape \\(1, 2\\); expected a cell array of 3 scene names"):
+    with pytest.raises(
+        NYUFormatError, match="key 'scenes' is object of shape \\(1, 2\\); expected a cell array of 3 scene names"
+    ):
         read_nyu(copy)
 
 
@@ -205,14 +207,11 @@ def test_key_that_is_a_group(tmp_path):
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("images", np.zeros((1, H, W, 3), np.uint8),
-         r"\(1, 480, 640, 3\); expected \(N, 3, 640, 480\)"),
-        ("images", np.zeros((1, 3, 320, 240), np.uint8),
-         r"\(1, 3, 320, 240\); expected \(N, 3, 640, 480\)"),
+        ("images", np.zeros((1, H, W, 3), np.uint8), r"\(1, 480, 640, 3\); expected \(N, 3, 640, 480\)"),
+        ("images", np.zeros((1, 3, 320, 240), np.uint8), r"\(1, 3, 320, 240\); expected \(N, 3, 640, 480\)"),
         ("images", np.zeros((3, W, H), np.uint8), r"\(3, 640, 480\); expected \(N, 3, 640, 480\)"),
         ("depths", np.ones((1, H, W), np.float32), r"\(1, 480, 640\); expected \(N, 640, 480\)"),
-        ("depths", np.ones((1, 1, W, H), np.float32),
-         r"\(1, 1, 640, 480\); expected \(N, 640, 480\)"),
+        ("depths", np.ones((1, 1, W, H), np.float32), r"\(1, 1, 640, 480\); expected \(N, 640, 480\)"),
     ],
 )
 def test_wrong_shape(tmp_path, key, value, expected):
@@ -224,22 +223,19 @@ def test_wrong_shape(tmp_path, key, value, expected):
 
 def test_images_must_be_uint8(tmp_path):
     path = _h5(tmp_path / "dt.mat", images=_h5_images(1).astype(np.float32), depths=_h5_depths(1))
-    with pytest.raises(NYUFormatError,
-                       match="dt.mat: key 'images' has dtype float32; expected uint8"):
+    with pytest.raises(NYUFormatError, match="dt.mat: key 'images' has dtype float32; expected uint8"):
         read_nyu(path)
 
 
 def test_depths_must_be_float(tmp_path):
     path = _h5(tmp_path / "dt.mat", images=_h5_images(1), depths=_h5_depths(1, np.uint16))
-    with pytest.raises(NYUFormatError,
-                       match="dt.mat: key 'depths' has dtype uint16; expected a float"):
+    with pytest.raises(NYUFormatError, match="dt.mat: key 'depths' has dtype uint16; expected a float"):
         read_nyu(path)
 
 
 def test_frame_counts_must_match(tmp_path):
     path = _h5(tmp_path / "n.mat", images=_h5_images(2), depths=_h5_depths(3))
-    with pytest.raises(NYUFormatError,
-                       match="n.mat: key 'images' holds 2 frames but 'depths' holds 3"):
+    with pytest.raises(NYUFormatError, match="n.mat: key 'images' holds 2 frames but 'depths' holds 3"):
         read_nyu(path)
 
 

@@ -55,12 +55,18 @@ def tracking(postgres, tmp_path_factory):
     auth_db = postgres.create_database("mlflow_platform_auth")
     admin_password = secrets.token_urlsafe(18)
     server = TrackingServer(
-        backend, root / "artifacts", proxy_artifacts=True, log_path=root / "server.log",
-        auth=BasicAuth(ADMIN, admin_password, database_uri=auth_db), state_dir=root / "state",
+        backend,
+        root / "artifacts",
+        proxy_artifacts=True,
+        log_path=root / "server.log",
+        auth=BasicAuth(ADMIN, admin_password, database_uri=auth_db),
+        state_dir=root / "state",
     )
     try:
         server.start()
-        yield SimpleNamespace(server=server, password=admin_password, artifacts=root / "artifacts", root=root, postgres=postgres)
+        yield SimpleNamespace(
+            server=server, password=admin_password, artifacts=root / "artifacts", root=root, postgres=postgres
+        )
     finally:
         server.stop()
 
@@ -154,7 +160,11 @@ def test_data_survives_a_restart_on_the_same_port(tracking, monkeypatch):
 
 def _depthtune(*args: str, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "depthtune.cli", "serve", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "depthtune.cli", "serve", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -166,12 +176,23 @@ def _clean_env(**extra: str) -> dict:
 
 def test_serve_start_refuses_without_credentials(postgres, tmp_path):
     env = _clean_env(DEPTHTUNE_DB_PASSWORD=postgres.password)
-    args = ("start", "--backend-store-uri", f"postgresql://{postgres.user}@127.0.0.1:{postgres.port}/mlflow_never",
-            "--artifacts-destination", str(tmp_path / "a"), "--state-dir", str(tmp_path / "state"), "--port", str(free_port()))
+    args = (
+        "start",
+        "--backend-store-uri",
+        f"postgresql://{postgres.user}@127.0.0.1:{postgres.port}/mlflow_never",
+        "--artifacts-destination",
+        str(tmp_path / "a"),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--port",
+        str(free_port()),
+    )
     result = _depthtune(*args, env=env, timeout=60)
     assert result.returncode == 2, result.stderr
     assert "MLFLOW_TRACKING_USERNAME" in result.stderr and "MLFLOW_TRACKING_PASSWORD" in result.stderr
-    result = _depthtune(*args, env={**env, "MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": "short"}, timeout=60)
+    result = _depthtune(
+        *args, env={**env, "MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": "short"}, timeout=60
+    )
     assert result.returncode == 2 and "12 characters" in result.stderr
     assert not (tmp_path / "state" / service.PID_FILE).exists()
     assert "mlflow_never" not in postgres.databases()
@@ -183,26 +204,45 @@ def test_serve_start_status_stop_round_trip(postgres, tmp_path, monkeypatch):
     admin_password = secrets.token_urlsafe(18)
     port = free_port()
     env = _clean_env(
-        MLFLOW_TRACKING_USERNAME=ADMIN, MLFLOW_TRACKING_PASSWORD=admin_password, DEPTHTUNE_DB_PASSWORD=postgres.password,
+        MLFLOW_TRACKING_USERNAME=ADMIN,
+        MLFLOW_TRACKING_PASSWORD=admin_password,
+        DEPTHTUNE_DB_PASSWORD=postgres.password,
         # no password in the URI: it comes from DEPTHTUNE_DB_PASSWORD; the databases are created on demand
         DEPTHTUNE_BACKEND_STORE_URI=f"postgresql://{postgres.user}@127.0.0.1:{postgres.port}/mlflow_cli",
         DEPTHTUNE_AUTH_DATABASE_URI=f"postgresql://{postgres.user}@127.0.0.1:{postgres.port}/mlflow_cli_auth",
     )
     started = _depthtune(
-        "start", "--artifacts-destination", str(tmp_path / "artifacts"), "--state-dir", str(state_dir), "--port", str(port),
-        "--workers", "1", env=env,
+        "start",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "--state-dir",
+        str(state_dir),
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        env=env,
     )
     pid = None
     try:
         assert started.returncode == 0, started.stderr[-3000:]
         uri = f"http://127.0.0.1:{port}"
-        assert uri in started.stdout and str(state_dir / service.LOG_FILE) in started.stdout and "serve stop" in started.stdout
-        assert admin_password not in started.stdout + started.stderr and postgres.password not in started.stdout + started.stderr
+        assert (
+            uri in started.stdout
+            and str(state_dir / service.LOG_FILE) in started.stdout
+            and "serve stop" in started.stdout
+        )
+        assert (
+            admin_password not in started.stdout + started.stderr
+            and postgres.password not in started.stdout + started.stderr
+        )
         pid = int((state_dir / service.PID_FILE).read_text())
         assert process_group_members(pid)  # still serving after the CLI that started it exited
 
         status = _depthtune("status", "--state-dir", str(state_dir), env=env, timeout=60)
-        assert status.returncode == 0 and "healthy" in status.stdout and uri in status.stdout, status.stdout + status.stderr
+        assert status.returncode == 0 and "healthy" in status.stdout and uri in status.stdout, (
+            status.stdout + status.stderr
+        )
         assert {"mlflow_cli", "mlflow_cli_auth"} <= set(postgres.databases())
         for line in _cmdlines(pid).values():
             assert admin_password not in line and postgres.password not in line
@@ -212,8 +252,17 @@ def test_serve_start_status_stop_round_trip(postgres, tmp_path, monkeypatch):
         run = client.create_run(client.create_experiment("from-cli"))
         client.log_metric(run.info.run_id, "x", 1.0)
 
-        again = _depthtune("start", "--artifacts-destination", str(tmp_path / "artifacts"), "--state-dir", str(state_dir),
-                           "--port", str(port), env=env, timeout=60)
+        again = _depthtune(
+            "start",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--state-dir",
+            str(state_dir),
+            "--port",
+            str(port),
+            env=env,
+            timeout=60,
+        )
         assert again.returncode == 2 and "already running" in again.stderr
 
         stopped = _depthtune("stop", "--state-dir", str(state_dir), env=env, timeout=60)
@@ -246,7 +295,10 @@ def test_serve_stop_leaves_a_stranger_alone(tmp_path):
 
 
 def test_backend_uri_resolution_from_the_environment(tmp_path, caplog):
-    env = {"DEPTHTUNE_BACKEND_STORE_URI": "postgresql://mlflow@db.internal:5432/mlflow", "DEPTHTUNE_DB_PASSWORD": "p@ss/w:rd%"}
+    env = {
+        "DEPTHTUNE_BACKEND_STORE_URI": "postgresql://mlflow@db.internal:5432/mlflow",
+        "DEPTHTUNE_DB_PASSWORD": "p@ss/w:rd%",
+    }
     uri = service.resolve_backend_store_uri(None, env)
     assert uri.endswith("://mlflow:p%40ss%2Fw%3Ard%25@db.internal:5432/mlflow") and uri.startswith("postgresql")
     assert redact_uri(uri).endswith("://mlflow:***@db.internal:5432/mlflow")
@@ -256,7 +308,10 @@ def test_backend_uri_resolution_from_the_environment(tmp_path, caplog):
     with pytest.raises(ValueError, match="DEPTHTUNE_BACKEND_STORE_URI"):
         service.resolve_backend_store_uri(None, {})
     assert service.default_auth_database_uri(uri, tmp_path).endswith("@db.internal:5432/mlflow_auth")
-    assert service.default_auth_database_uri("sqlite:////x/mlflow.db", tmp_path) == f"sqlite:///{tmp_path.resolve()}/basic_auth.db"
+    assert (
+        service.default_auth_database_uri("sqlite:////x/mlflow.db", tmp_path)
+        == f"sqlite:///{tmp_path.resolve()}/basic_auth.db"
+    )
     with caplog.at_level(logging.WARNING):
         service._check_host("0.0.0.0", auth=True)
     assert "EVERY network interface" in caplog.text and "ssh -L" in caplog.text
@@ -268,8 +323,12 @@ def test_auth_ini_round_trips_through_mlflows_reader(tmp_path, monkeypatch):
 
     password = "pa%ss" + secrets.token_urlsafe(12)
     database = "postgresql+psycopg2://u:p%40%25x@127.0.0.1:5/mlflow_auth"
-    server = TrackingServer("sqlite:///unused.db", tmp_path / "a", auth=BasicAuth(ADMIN, password, database_uri=database),
-                            state_dir=tmp_path / "state")
+    server = TrackingServer(
+        "sqlite:///unused.db",
+        tmp_path / "a",
+        auth=BasicAuth(ADMIN, password, database_uri=database),
+        state_dir=tmp_path / "state",
+    )
     env = server._auth_environment()
     monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", env["MLFLOW_AUTH_CONFIG_PATH"])
     for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):

@@ -49,8 +49,9 @@ def test_unknown_variant_is_named():
 
 def test_encoder_weights_reach_a_fresh_model_and_a_net3_is_refused_them(tmp_path):
     missing = tmp_path / "vgg16.pth"
-    config = TrainConfig.from_dict({"model": "net12", "model_cfg": {"input_size": [64, 80], "width": 0.125},
-                                    "encoder_weights": str(missing)})
+    config = TrainConfig.from_dict(
+        {"model": "net12", "model_cfg": {"input_size": [64, 80], "width": 0.125}, "encoder_weights": str(missing)}
+    )
     with pytest.raises(FileNotFoundError, match=r"net12: encoder_weights file .*vgg16\.pth.* does not exist"):
         build_model(config)
     with pytest.raises(ValueError, match="encoder_weights: a Net3 trains only scale 3"):

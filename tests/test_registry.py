@@ -39,8 +39,13 @@ def registered(server):
     client = MlflowClient(server.uri)
     experiment = client.create_experiment("registry-test")
     models, registrations = [], []
-    versions = [(0.30, 0.31, PROTOCOL), (0.25, 0.27, PROTOCOL), (0.40, 0.41, PROTOCOL), (0.10, 0.11, {**PROTOCOL, "split": "splits.mat"}),
-                (0.26, 0.05, PROTOCOL)]
+    versions = [
+        (0.30, 0.31, PROTOCOL),
+        (0.25, 0.27, PROTOCOL),
+        (0.40, 0.41, PROTOCOL),
+        (0.10, 0.11, {**PROTOCOL, "split": "splits.mat"}),
+        (0.26, 0.05, PROTOCOL),
+    ]
     for i, (val_abs_rel, test_abs_rel, protocol) in enumerate(versions):
         torch.manual_seed(i)
         model = build("net12", **TINY["net12"]).eval()
@@ -49,8 +54,13 @@ def registered(server):
         run.finish()
         registrations.append(
             register_version(
-                client, server.uri, model_uri, "net12",
-                selection=("val_abs_rel", val_abs_rel), test_metrics={"abs_rel": test_abs_rel, "rmse": 1.0}, protocol=protocol,
+                client,
+                server.uri,
+                model_uri,
+                "net12",
+                selection=("val_abs_rel", val_abs_rel),
+                test_metrics={"abs_rel": test_abs_rel, "rmse": 1.0},
+                protocol=protocol,
                 tags={"sweep_run_id": "s", "data_sha256": "d"},
             )
         )
@@ -61,7 +71,11 @@ def registered(server):
 def test_champion_moves_only_when_beaten_under_the_same_protocol(registered):
     client, _, registrations = registered
     assert [(r.version, r.alias) for r in registrations] == [
-        ("1", "champion"), ("2", "champion"), ("3", "challenger"), ("4", "challenger"), ("5", "challenger"),
+        ("1", "champion"),
+        ("2", "champion"),
+        ("3", "challenger"),
+        ("4", "challenger"),
+        ("5", "challenger"),
     ]
     assert "another protocol" in registrations[3].reason
     # the best test score does not make a champion: selection is on validation, test is reported
@@ -90,8 +104,8 @@ def test_fresh_process_loads_without_pickle(registered, server, tmp_path, via):
     script = textwrap.dedent(
         f"""
         import numpy as np, mlflow, depthtune
-        image = np.load({str(tmp_path / 'image.npy')!r})
-        expected = np.load({str(tmp_path / 'expected.npy')!r})
+        image = np.load({str(tmp_path / "image.npy")!r})
+        expected = np.load({str(tmp_path / "expected.npy")!r})
         ours = depthtune.load_model("net12@champion")
         np.testing.assert_allclose(ours.predict(image), expected, rtol=1e-5)
         assert type(ours.module).__name__ == "Net12"
@@ -102,7 +116,9 @@ def test_fresh_process_loads_without_pickle(registered, server, tmp_path, via):
     )
     uri = server.uri if via == "server" else server.backend_store_uri
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert out.returncode == 0 and "LOADED" in out.stdout, out.stderr[-3000:]
 
 
@@ -117,7 +133,11 @@ def test_unknown_names_and_aliases_list_what_exists(registered, server):
 
 @pytest.mark.parametrize(
     "reference, parsed",
-    [("fcrn@champion", ("fcrn", "champion", None)), ("fcrn/3", ("fcrn", None, "3")), ("models:/net3@challenger", ("net3", "challenger", None))],
+    [
+        ("fcrn@champion", ("fcrn", "champion", None)),
+        ("fcrn/3", ("fcrn", None, "3")),
+        ("models:/net3@challenger", ("net3", "challenger", None)),
+    ],
 )
 def test_parse_reference(reference, parsed):
     assert parse_reference(reference) == parsed
@@ -136,8 +156,21 @@ def test_predict_command_writes_npy_and_png(registered, server, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri}
     for name in ("depth.npy", "depth.png"):
         out = subprocess.run(
-            [sys.executable, "-m", "depthtune.cli", "predict", str(tmp_path / "room.png"), "--model", "net12@champion", "--out", str(tmp_path / name)],
-            env=env, capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "depthtune.cli",
+                "predict",
+                str(tmp_path / "room.png"),
+                "--model",
+                "net12@champion",
+                "--out",
+                str(tmp_path / name),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert out.returncode == 0, out.stderr[-2000:]
     depth = np.load(tmp_path / "depth.npy")
@@ -145,7 +178,20 @@ def test_predict_command_writes_npy_and_png(registered, server, tmp_path):
     millimetres = np.asarray(Image.open(tmp_path / "depth.png"))
     np.testing.assert_allclose(millimetres, np.clip(depth * 1000, 0, 65535).astype(np.uint16), atol=1)
     bad = subprocess.run(
-        [sys.executable, "-m", "depthtune.cli", "predict", str(tmp_path / "room.png"), "--model", "net12@gold", "--out", str(tmp_path / "x.npy")],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "depthtune.cli",
+            "predict",
+            str(tmp_path / "room.png"),
+            "--model",
+            "net12@gold",
+            "--out",
+            str(tmp_path / "x.npy"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert bad.returncode == 2 and "no alias 'gold'" in bad.stderr

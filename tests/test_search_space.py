@@ -41,7 +41,9 @@ def test_unknown_parameters_and_an_empty_space_are_refused_a_subset_is_searched(
     del values["momentum"]
     assert list(parse_search_space(values)) == ["lr", "step_size", "grad_weight"]
     values["dropout"] = {"type": "uniform", "low": 0, "high": 1}
-    with pytest.raises(ValueError, match=r"expected ranges for one or more of .*; got \['dropout', 'grad_weight', 'lr', 'step_size'\]"):
+    with pytest.raises(
+        ValueError, match=r"expected ranges for one or more of .*; got \['dropout', 'grad_weight', 'lr', 'step_size'\]"
+    ):
         parse_search_space(values)
     with pytest.raises(ValueError, match="expected ranges for one or more of"):
         parse_search_space({})

@@ -61,7 +61,10 @@ def _told(searcher, losses):
 
 
 def test_random_search_ignores_results_and_tpe_uses_them(tmp_path: Path):
-    configs = {kind: sweep_config(tmp_path / "x.mat", tmp_path, searcher=kind, seed=5, train={"epochs": 4}) for kind in ("tpe", "random")}
+    configs = {
+        kind: sweep_config(tmp_path / "x.mat", tmp_path, searcher=kind, seed=5, train={"epochs": 4})
+        for kind in ("tpe", "random")
+    }
     tpe, random = search_algorithm(configs["tpe"]), search_algorithm(configs["random"])
     assert isinstance(tpe._sampler, TPESampler) and isinstance(random._sampler, RandomSampler)
     good, bad = list(range(12)), list(range(12, 0, -1))
@@ -71,13 +74,18 @@ def test_random_search_ignores_results_and_tpe_uses_them(tmp_path: Path):
 
 def test_tpe_models_results_after_its_startup_trials(tmp_path: Path):
     def tpe(startup: int):
-        return search_algorithm(sweep_config(tmp_path / "x.mat", tmp_path, seed=5, startup_trials=startup, train={"epochs": 4}))
+        return search_algorithm(
+            sweep_config(tmp_path / "x.mat", tmp_path, seed=5, startup_trials=startup, train={"epochs": 4})
+        )
 
     good, bad = list(range(4)), list(range(4, 0, -1))
     assert tpe(3)._sampler._n_startup_trials == 3
     assert _told(tpe(3), good) != _told(tpe(3), bad)  # the 5th trial comes from the model of the first 4
     assert _told(tpe(10), good) == _told(tpe(10), bad)  # still drawing its 10 random start-up trials
-    assert "3 random start-up trials" in describe_search(sweep_config(tmp_path / "x.mat", tmp_path, startup_trials=3))["searcher"]
+    assert (
+        "3 random start-up trials"
+        in describe_search(sweep_config(tmp_path / "x.mat", tmp_path, startup_trials=3))["searcher"]
+    )
     with pytest.raises(ValueError, match="startup_trials=0"):
         sweep_config(tmp_path / "x.mat", tmp_path, startup_trials=0)
 
@@ -96,7 +104,14 @@ def test_fifo_runs_every_trial_to_the_end_asha_stops(tmp_path: Path):
 @pytest.mark.parametrize("epochs, grace, factor", [(8, 1, 2), (6, 2, 2), (30, 3, 3), (10, 4, 3), (5, 5, 2)])
 def test_stopping_epochs_are_ashas_rungs(tmp_path: Path, epochs: int, grace: int, factor: int):
     space = {**SEARCH_SPACE, "step_size": {"type": "int", "low": 1, "high": 30}}
-    config = sweep_config(tmp_path / "x.mat", tmp_path, grace_period=grace, reduction_factor=factor, train={"epochs": epochs}, search_space=space)
+    config = sweep_config(
+        tmp_path / "x.mat",
+        tmp_path,
+        grace_period=grace,
+        reduction_factor=factor,
+        train={"epochs": epochs},
+        search_space=space,
+    )
     rungs = {milestone for milestone, _ in trial_scheduler(config)._brackets[0]._rungs}
     assert stopping_epochs(config) == rungs | {epochs}
     fifo = sweep_config(tmp_path / "x.mat", tmp_path, scheduler="fifo", train={"epochs": epochs}, search_space=space)
@@ -132,8 +147,14 @@ def test_asha_never_stops_the_paper_trial_early_but_ranks_the_others_against_it(
 
     config = sweep_config(tmp_path / "x.mat", tmp_path, grace_period=1, reduction_factor=2, train={"epochs": 4})
     other = {**config.baseline_params, "lr": 0.05}
-    trials = {name: SimpleNamespace(trial_id=name, config=params) for name, params in
-              (("good", {**other, "lr": 0.02}), ("paper", config.baseline_params), ("bad", {**other, "lr": 0.09}))}
+    trials = {
+        name: SimpleNamespace(trial_id=name, config=params)
+        for name, params in (
+            ("good", {**other, "lr": 0.02}),
+            ("paper", config.baseline_params),
+            ("bad", {**other, "lr": 0.09}),
+        )
+    }
     plain = ASHAScheduler(metric="val_abs_rel", mode="min", max_t=4, grace_period=1, reduction_factor=2)
     ours = trial_scheduler(config)
     ours.set_search_properties("val_abs_rel", "min")

@@ -33,8 +33,13 @@ def _check_partition(splits: Splits, n: int) -> None:
 
 def _splits_mat(path: Path, train: np.ndarray, test: np.ndarray) -> Path:
     """NYU-style splits.mat: 1-based column vectors, as MATLAB saves them."""
-    scipy.io.savemat(path, {"trainNdxs": np.asarray(train).reshape(-1, 1).astype(np.float64),
-                            "testNdxs": np.asarray(test).reshape(-1, 1).astype(np.float64)})
+    scipy.io.savemat(
+        path,
+        {
+            "trainNdxs": np.asarray(train).reshape(-1, 1).astype(np.float64),
+            "testNdxs": np.asarray(test).reshape(-1, 1).astype(np.float64),
+        },
+    )
     return path
 
 
@@ -46,8 +51,7 @@ def nyu_like(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
     return _splits_mat(tmp_path / "splits.mat", train, test), train, test
 
 
-@pytest.mark.parametrize(("n", "sizes"), [(100, (80, 10, 10)), (1449, (1159, 145, 145)),
-                                          (10, (8, 1, 1))])
+@pytest.mark.parametrize(("n", "sizes"), [(100, (80, 10, 10)), (1449, (1159, 145, 145)), (10, (8, 1, 1))])
 def test_random_default_is_80_10_10(n, sizes):
     splits = make_splits(_frames(n))
     assert (splits.train.size, splits.val.size, splits.test.size) == sizes
@@ -74,8 +78,7 @@ def test_positive_fraction_gives_at_least_one_frame():
 
 
 def test_get_rejects_unknown_names():
-    with pytest.raises(ValueError,
-                       match="unknown split 'validation'; expected one of train, val, test"):
+    with pytest.raises(ValueError, match="unknown split 'validation'; expected one of train, val, test"):
         make_splits(_frames(10)).get("validation")
 
 
@@ -93,8 +96,9 @@ def test_bad_fractions(kwargs, message):
 
 
 def test_too_few_frames():
-    with pytest.raises(ValueError,
-                       match="n=2 frames in 2 scenes are too few for val_fraction=0.1 and test_fraction=0.1"):
+    with pytest.raises(
+        ValueError, match="n=2 frames in 2 scenes are too few for val_fraction=0.1 and test_fraction=0.1"
+    ):
         make_splits(_frames(2))
 
 
@@ -102,8 +106,7 @@ def test_official_splits(nyu_like):
     path, train, test = nyu_like
     splits = make_splits(_frames(1449), splits_file=path)
     np.testing.assert_array_equal(splits.test, np.sort(test - 1))
-    np.testing.assert_array_equal(np.sort(np.concatenate([splits.train, splits.val])),
-                                  np.sort(train - 1))
+    np.testing.assert_array_equal(np.sort(np.concatenate([splits.train, splits.val])), np.sort(train - 1))
     assert splits.val.size == 80 and splits.train.size == 715
     _check_partition(splits, 1449)
     assert splits.source.startswith(f"splits.mat:{path}")
@@ -115,8 +118,9 @@ def test_official_splits(nyu_like):
 
 def test_official_splits_with_integer_row_vectors(tmp_path):
     path = tmp_path / "rows.mat"
-    scipy.io.savemat(path, {"trainNdxs": np.arange(1, 9, dtype=np.uint16)[None],
-                            "testNdxs": np.array([[9, 10]], np.uint16)})
+    scipy.io.savemat(
+        path, {"trainNdxs": np.arange(1, 9, dtype=np.uint16)[None], "testNdxs": np.array([[9, 10]], np.uint16)}
+    )
     splits = make_splits(_frames(10), splits_file=path, val_fraction=0.25)
     assert (splits.train.size, splits.val.size) == (6, 2)
     np.testing.assert_array_equal(splits.test, [8, 9])
@@ -147,8 +151,7 @@ def test_splits_file_in_v73_format(tmp_path):
 def test_splits_file_missing_key(tmp_path):
     path = tmp_path / "half.mat"
     scipy.io.savemat(path, {"trainNdxs": np.arange(1, 5).reshape(-1, 1)})
-    with pytest.raises(ValueError,
-                       match=r"half.mat: key 'testNdxs' is missing \(found \['trainNdxs'\]\)"):
+    with pytest.raises(ValueError, match=r"half.mat: key 'testNdxs' is missing \(found \['trainNdxs'\]\)"):
         make_splits(_frames(10), splits_file=path)
 
 
@@ -160,15 +163,21 @@ def test_splits_file_index_below_one(tmp_path):
 
 def test_splits_file_larger_than_data(tmp_path):
     path = _splits_mat(tmp_path / "big.mat", np.arange(1, 796), np.arange(796, 1450))
-    with pytest.raises(ValueError, match=r"big.mat: key 'testNdxs' has index 1449 but the data "
-                                         r"holds n=1000 frames: split larger than the data"):
+    with pytest.raises(
+        ValueError,
+        match=r"big.mat: key 'testNdxs' has index 1449 but the data "
+        r"holds n=1000 frames: split larger than the data",
+    ):
         make_splits(_frames(1000), splits_file=path)
 
 
 def test_splits_file_overlap(tmp_path):
     path = _splits_mat(tmp_path / "overlap.mat", [1, 2, 3, 4], [4, 5])
-    with pytest.raises(ValueError, match=r"overlap.mat: 'trainNdxs' and 'testNdxs' share 1 frames "
-                                         r"\(1-based, first \[4\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"overlap.mat: 'trainNdxs' and 'testNdxs' share 1 frames "
+        r"\(1-based, first \[4\]\)",
+    ):
         make_splits(_frames(10), splits_file=path)
 
 

@@ -48,8 +48,12 @@ def test_parent_and_one_nested_run_per_trial_with_every_epoch(finished_sweep):
         grids = sorted(p.name for p in (artifacts / "predictions").glob("*.png")) if epochs >= 2 else []
         assert grids == [f"epoch_{e:03d}.png" for e in range(2, epochs + 1)]
     parent = client.get_run(outcome.sweep_run_id)
-    assert {"search_space", "scheduler", "data_sha256", "git_commit", "version.ray", "paper_settings"} <= set(parent.data.params)
-    assert parent.data.params["metric"] == "val_abs_rel" and parent.data.params["split"].startswith("random by scene(seed=0")
+    assert {"search_space", "scheduler", "data_sha256", "git_commit", "version.ray", "paper_settings"} <= set(
+        parent.data.params
+    )
+    assert parent.data.params["metric"] == "val_abs_rel" and parent.data.params["split"].startswith(
+        "random by scene(seed=0"
+    )
     assert parent.data.params["scheduler"].startswith("ASHA(metric=val_abs_rel, mode=min")
     assert parent.data.tags["depthtune.best_run_id"] == outcome.winner.run_id
 
@@ -60,7 +64,11 @@ def test_the_sweep_logs_its_scene_disjoint_split(finished_sweep, synthetic_array
     logged = json.loads(Path(client.download_artifacts(outcome.sweep_run_id, "splits.json", str(tmp_path))).read_text())
     assert logged == outcome.splits.describe(synthetic_arrays.scenes)
     scenes = {name: set(logged[name]["scene_names"]) for name in ("train", "val", "test")}
-    assert not scenes["train"] & scenes["val"] and not scenes["train"] & scenes["test"] and not scenes["val"] & scenes["test"]
+    assert (
+        not scenes["train"] & scenes["val"]
+        and not scenes["train"] & scenes["test"]
+        and not scenes["val"] & scenes["test"]
+    )
     assert sum(logged[name]["frames"] for name in scenes) == len(synthetic_arrays)
 
 
@@ -71,7 +79,12 @@ def test_the_paper_settings_trial_trains_its_whole_budget_and_is_compared(finish
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     children = client.search_runs([outcome.experiment_id], f"tags.depthtune.sweep_run_id = '{outcome.sweep_run_id}'")
     (paper,) = [r for r in children if r.data.tags.get("depthtune.baseline") == "paper"]
-    assert {k: float(paper.data.params[k]) for k in SWEEP_SPACE} == {"lr": 0.01, "momentum": 0.9, "step_size": 1, "grad_weight": 1.0}
+    assert {k: float(paper.data.params[k]) for k in SWEEP_SPACE} == {
+        "lr": 0.01,
+        "momentum": 0.9,
+        "step_size": 1,
+        "grad_weight": 1.0,
+    }
     assert paper.info.status == "FINISHED" and len(client.get_metric_history(paper.info.run_id, "val_abs_rel")) == 3
     assert min(r.info.start_time for r in children) == paper.info.start_time
     comparison = outcome.paper
@@ -81,7 +94,9 @@ def test_the_paper_settings_trial_trains_its_whole_budget_and_is_compared(finish
     best_paper = min(m.value for m in client.get_metric_history(paper.info.run_id, "val_abs_rel"))
     assert metrics["baseline_val_abs_rel"] == pytest.approx(best_paper)
     assert metrics["winner_val_abs_rel"] <= best_paper
-    assert metrics["gain_vs_paper_val_abs_rel"] == pytest.approx(100 * (best_paper - metrics["winner_val_abs_rel"]) / best_paper)
+    assert metrics["gain_vs_paper_val_abs_rel"] == pytest.approx(
+        100 * (best_paper - metrics["winner_val_abs_rel"]) / best_paper
+    )
     assert metrics["gain_vs_paper_test_abs_rel"] == pytest.approx(
         100 * (metrics["baseline_test_abs_rel"] - metrics["winner_test_abs_rel"]) / metrics["baseline_test_abs_rel"]
     )
@@ -98,9 +113,14 @@ def test_best_trial_is_the_best_finished_one(finished_sweep):
     assert best.info.status == "FINISHED"
     assert (outcome.winner.checkpoint / "checkpoint.pt").is_file()
     assert set(outcome.winner.params) == set(SEARCH_SPACE)
-    finished = [r for r in client.search_runs([outcome.experiment_id], f"tags.depthtune.sweep_run_id = '{outcome.sweep_run_id}'")
-                if r.info.status == "FINISHED"]
-    best_of = {r.info.run_id: min(m.value for m in client.get_metric_history(r.info.run_id, "val_abs_rel")) for r in finished}
+    finished = [
+        r
+        for r in client.search_runs([outcome.experiment_id], f"tags.depthtune.sweep_run_id = '{outcome.sweep_run_id}'")
+        if r.info.status == "FINISHED"
+    ]
+    best_of = {
+        r.info.run_id: min(m.value for m in client.get_metric_history(r.info.run_id, "val_abs_rel")) for r in finished
+    }
     assert outcome.winner.val_metrics["val_abs_rel"] == pytest.approx(min(best_of.values()))
 
 
@@ -122,13 +142,19 @@ def test_the_registered_and_logged_weights_are_each_trials_best_epoch(finished_s
 
 def test_bad_search_range_is_refused_before_anything_starts(tmp_path, synthetic_file):
     with pytest.raises(ValueError, match="search_space.lr.low=-1"):
-        sweep_config(synthetic_file, tmp_path, search_space={**SEARCH_SPACE, "lr": {"type": "loguniform", "low": -1, "high": 1}})
+        sweep_config(
+            synthetic_file, tmp_path, search_space={**SEARCH_SPACE, "lr": {"type": "loguniform", "low": -1, "high": 1}}
+        )
     assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_winner_is_registered_and_loadable(finished_sweep):
     workdir, outcome = finished_sweep
-    assert (outcome.registration.name, outcome.registration.version, outcome.registration.alias) == ("net12", "1", "champion")
+    assert (outcome.registration.name, outcome.registration.version, outcome.registration.alias) == (
+        "net12",
+        "1",
+        "champion",
+    )
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     version = client.get_model_version("net12", "1")
     assert version.run_id == outcome.winner.run_id
@@ -158,7 +184,9 @@ def test_fresh_process_in_the_sweep_folder_loads_the_winner_by_name(finished_swe
     )
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
-    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=workdir, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=workdir, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0 and f"LOADED sqlite:///{workdir}/mlflow.db" in out.stdout, out.stderr[-3000:]
 
 
@@ -168,10 +196,23 @@ def test_worse_second_sweep_leaves_the_champion_alone(finished_sweep, synthetic_
     # one trial (the baseline, here set to the same hopeless rate) loads in a worker process (as the
     # GPU profiles do), forked with the object store's arrays.
     hopeless = {**SWEEP_SPACE, "lr": {"type": "loguniform", "low": 1e-7, "high": 2e-7}}
-    train = {"epochs": 1, "batch_size": 8, "num_workers": 1, "model_cfg": {"input_size": [64, 80], "width": 0.125, "init_depth": 0.1}}
+    train = {
+        "epochs": 1,
+        "batch_size": 8,
+        "num_workers": 1,
+        "model_cfg": {"input_size": [64, 80], "width": 0.125, "init_depth": 0.1},
+    }
     second = run_in(
-        workdir, sweep_config(synthetic_file, workdir / "ray_results", name="hopeless", num_samples=1, search_space=hopeless, train=train,
-                              paper_settings={**PAPER_SETTINGS, "lr": 1.5e-7})
+        workdir,
+        sweep_config(
+            synthetic_file,
+            workdir / "ray_results",
+            name="hopeless",
+            num_samples=1,
+            search_space=hopeless,
+            train=train,
+            paper_settings={**PAPER_SETTINGS, "lr": 1.5e-7},
+        ),
     )
     assert second.winner.val_metrics["val_abs_rel"] > first.winner.val_metrics["val_abs_rel"]
     assert "val_abs_rel" in second.registration.reason
@@ -185,7 +226,14 @@ def test_eight_concurrent_trials_on_the_embedded_store(tmp_path, synthetic_file,
     every epoch of every trial recorded."""
     train = {"epochs": 2, "batch_size": 8, "model_cfg": {"input_size": [64, 80], "width": 0.125}}
     config = sweep_config(
-        synthetic_file, tmp_path / "ray_results", name="eight", num_samples=8, max_concurrent=8, cpus_per_trial=0.25, grace_period=2, train=train
+        synthetic_file,
+        tmp_path / "ray_results",
+        name="eight",
+        num_samples=8,
+        max_concurrent=8,
+        cpus_per_trial=0.25,
+        grace_period=2,
+        train=train,
     )
     outcome = run_in(tmp_path, config)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
@@ -206,7 +254,9 @@ def test_net3_sweep_refines_the_registered_net12_and_records_it(finished_sweep, 
     lineage = {"base_model": f"models:/net12/{net12.version}", "base_model_run_id": net12.run_id}
     assert (outcome.registration.name, outcome.registration.alias) == ("net3", "champion")
     version = client.get_model_version("net3", outcome.registration.version)
-    assert {k: version.tags[k] for k in lineage} == lineage and version.tags["base_model_requested"] == "models:/net12@champion"
+    assert {k: version.tags[k] for k in lineage} == lineage and version.tags[
+        "base_model_requested"
+    ] == "models:/net12@champion"
     parent = client.get_run(outcome.sweep_run_id)
     assert parent.data.params["net12_model"] == "models:/net12@champion"
     runs = client.search_runs([outcome.experiment_id])
@@ -221,12 +271,19 @@ def test_a_diverging_trial_ends_at_once_as_failed_and_the_sweep_goes_on(tmp_path
     """Seeded training diverges again at the same epoch, so a trial that diverges after reporting an
     epoch is not retried (max_failures 2): it ends with the epochs it reported, its run FAILED and
     tagged with the reason, and the trials that train normally still produce the winner. (Tiny Net12
-    with BatchNorm, the cpu profile's variant, on this data: lr 0.3 diverges in epoch 2, lr 0.6 and above in epoch 1.)"""
+    with BatchNorm, the cpu profile's variant, on this data: lr 0.3 diverges in epoch 2, lr 0.6 and
+    above in epoch 1.)"""
     wild = {**SWEEP_SPACE, "lr": {"type": "loguniform", "low": 1e-3, "high": 0.32}}
     train = {"epochs": 2, "batch_size": 8, "model_cfg": {"input_size": [64, 80], "width": 0.125, "batch_norm": True}}
     config = sweep_config(
-        synthetic_file, tmp_path / "ray_results", name="wild", num_samples=4, max_failures=2, grace_period=2,
-        search_space=wild, train=train,
+        synthetic_file,
+        tmp_path / "ray_results",
+        name="wild",
+        num_samples=4,
+        max_failures=2,
+        grace_period=2,
+        search_space=wild,
+        train=train,
     )
     outcome = run_in(tmp_path, config)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

@@ -12,7 +12,13 @@ CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 
 
 def base(**extra):
-    return {"model": "net12", "search_space": SWEEP_SPACE, "paper_settings": PAPER_SETTINGS, "train": {"epochs": 10}, **extra}
+    return {
+        "model": "net12",
+        "search_space": SWEEP_SPACE,
+        "paper_settings": PAPER_SETTINGS,
+        "train": {"epochs": 10},
+        **extra,
+    }
 
 
 def test_profile_then_flags_win():
@@ -34,8 +40,14 @@ def test_profile_then_flags_win():
         ({"gpus_per_trial": 1.5}, "gpus_per_trial=1.5"),
         ({"train": {"epochs": 10, "lr": 0.1}}, "['lr'] are searched; set them in search_space or in train, not both"),
         ({"search_space": {"lr": SEARCH_SPACE["lr"]}}, "['momentum', 'step_size', 'grad_weight'] are neither searched"),
-        ({"paper_settings": {**PAPER_SETTINGS, "lr": 0.5}}, "paper_settings give lr=0.5, outside search_space.lr [0.001, 0.1]"),
-        ({"paper_settings": {**PAPER_SETTINGS, "step_fraction": 1.5}}, "step_fraction=1.5: expected a share of the epochs in (0, 1]"),
+        (
+            {"paper_settings": {**PAPER_SETTINGS, "lr": 0.5}},
+            "paper_settings give lr=0.5, outside search_space.lr [0.001, 0.1]",
+        ),
+        (
+            {"paper_settings": {**PAPER_SETTINGS, "step_fraction": 1.5}},
+            "step_fraction=1.5: expected a share of the epochs in (0, 1]",
+        ),
         ({"paper_settings": {**PAPER_SETTINGS, "source": " "}}, "source: cite the paper"),
         ({"paper_settings": {"lr": 0.01}}, "paper_settings"),
         ({"train": {"epochs": 2}, "grace_period": 3}, "grace_period=3 exceeds train.epochs=2"),
@@ -58,7 +70,13 @@ def test_bad_values_are_named(extra, message):
 def test_trial_config_combines_fixed_and_sampled_values():
     config = SweepConfig.from_dict(base(), profile="paper")
     trial = config.trial_config({"lr": 0.02, "momentum": 0.9, "step_size": 4.0, "grad_weight": 0.5}, data="x.mat")
-    assert (trial.lr, trial.step_size, trial.epochs, trial.select_metric, trial.data) == (0.02, 4, 10, "val_abs_rel", "x.mat")
+    assert (trial.lr, trial.step_size, trial.epochs, trial.select_metric, trial.data) == (
+        0.02,
+        4,
+        10,
+        "val_abs_rel",
+        "x.mat",
+    )
 
 
 def test_a_loss_whose_weight_is_searched_is_refused_as_the_objective():
@@ -67,16 +85,24 @@ def test_a_loss_whose_weight_is_searched_is_refused_as_the_objective():
     assert "metric='val_loss' includes grad_weight times a term >= 0, and grad_weight is searched" in str(error.value)
     # with the weight fixed (at the paper's value), the loss no longer moves with a searched setting
     space = {k: v for k, v in SEARCH_SPACE.items() if k != "grad_weight"}
-    fixed = SweepConfig.from_dict(base(metric="val_loss", search_space=space, train={"epochs": 10, "grad_weight": 1.0}), profile="paper")
+    fixed = SweepConfig.from_dict(
+        base(metric="val_loss", search_space=space, train={"epochs": 10, "grad_weight": 1.0}), profile="paper"
+    )
     assert fixed.trial_config(fixed.baseline_params).grad_weight == 1.0
-    with pytest.raises(ValueError, match=r"train.grad_weight=0.5 differs from the paper's 1: the baseline trial would not be"):
-        SweepConfig.from_dict(base(metric="val_loss", search_space=space, train={"epochs": 10, "grad_weight": 0.5}), profile="paper")
+    with pytest.raises(
+        ValueError, match=r"train.grad_weight=0.5 differs from the paper's 1: the baseline trial would not be"
+    ):
+        SweepConfig.from_dict(
+            base(metric="val_loss", search_space=space, train={"epochs": 10, "grad_weight": 0.5}), profile="paper"
+        )
 
 
 def test_the_baseline_trial_is_the_papers_settings_at_the_sweeps_budget():
     config = SweepConfig.from_dict(base(), profile="paper")
     assert config.baseline_params == {"lr": 0.01, "momentum": 0.9, "step_size": 3, "grad_weight": 1.0}
-    assert config.is_baseline(dict(config.baseline_params)) and not config.is_baseline({**config.baseline_params, "lr": 0.02})
+    assert config.is_baseline(dict(config.baseline_params)) and not config.is_baseline(
+        {**config.baseline_params, "lr": 0.02}
+    )
     shipped = SweepConfig.from_dict(yaml.safe_load((CONFIGS / "fcrn.yaml").read_text()), profile="cpu")
     assert shipped.baseline_params == {"lr": 0.01, "momentum": 0.9, "step_size": 2, "grad_weight": 0.0}
 

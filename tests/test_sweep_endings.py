@@ -25,9 +25,18 @@ MODEL_CFG = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY["net12"]
 
 def _config(directory: Path, data: Path, **overrides) -> Path:
     values = {
-        "model": "net12", "experiment": "endings", "data": str(data), "num_samples": 3, "max_concurrent": 1,
-        "cpus_per_trial": 1, "gpus_per_trial": 0, "grace_period": 4, "seed": 5, "preview_frames": 0,
-        "search_space": SWEEP_SPACE, "paper_settings": PAPER_SETTINGS,
+        "model": "net12",
+        "experiment": "endings",
+        "data": str(data),
+        "num_samples": 3,
+        "max_concurrent": 1,
+        "cpus_per_trial": 1,
+        "gpus_per_trial": 0,
+        "grace_period": 4,
+        "seed": 5,
+        "preview_frames": 0,
+        "search_space": SWEEP_SPACE,
+        "paper_settings": PAPER_SETTINGS,
         "train": {"epochs": 4, "batch_size": 8, "model_cfg": MODEL_CFG},
         **overrides,
     }
@@ -37,13 +46,20 @@ def _config(directory: Path, data: Path, **overrides) -> Path:
 
 
 def _environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "DEPTHTUNE_STORAGE_PATH")}
+    return {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "DEPTHTUNE_STORAGE_PATH")
+    }
 
 
 def _tune(cwd: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "depthtune.cli", "tune", "net12", "--profile", "cpu", *args],
-        cwd=cwd, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=cwd,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -61,7 +77,9 @@ def _versions(client: MlflowClient, name: str = "net12") -> list:
     return client.search_model_versions(f"name = '{name}'")
 
 
-def test_ctrl_c_registers_nothing_then_resume_registers_once_and_a_finished_sweep_is_not_resumed(tmp_path, synthetic_file):
+def test_ctrl_c_registers_nothing_then_resume_registers_once_and_a_finished_sweep_is_not_resumed(
+    tmp_path, synthetic_file
+):
     config = _config(tmp_path, synthetic_file)
     store = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     driver = _tune(tmp_path, "--config", str(config), "--name", "sig")
@@ -69,7 +87,9 @@ def test_ctrl_c_registers_nothing_then_resume_registers_once_and_a_finished_swee
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and driver.poll() is None:  # until a trial has trained an epoch
             experiment = store.get_experiment_by_name("endings") if (tmp_path / "mlflow.db").exists() else None
-            runs = store.search_runs([experiment.experiment_id], "tags.`depthtune.trial_id` != ''") if experiment else []
+            runs = (
+                store.search_runs([experiment.experiment_id], "tags.`depthtune.trial_id` != ''") if experiment else []
+            )
             if any(store.get_metric_history(r.info.run_id, "val_abs_rel") for r in runs):
                 break
             time.sleep(0.5)
@@ -81,7 +101,10 @@ def test_ctrl_c_registers_nothing_then_resume_registers_once_and_a_finished_swee
             os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 130, output[-4000:]
     assert "sweep sig was interrupted before all its trials ended: nothing was evaluated or registered" in output
-    assert f"Continue it with: depthtune tune net12 --resume --name sig --storage-path {tmp_path / 'ray_results'}" in output
+    assert (
+        f"Continue it with: depthtune tune net12 --resume --name sig --storage-path {tmp_path / 'ray_results'}"
+        in output
+    )
     experiment = store.get_experiment_by_name("endings")
     runs = store.search_runs([experiment.experiment_id])
     (sweep,) = [r for r in runs if r.data.tags.get("depthtune.kind") == "sweep"]
@@ -89,9 +112,14 @@ def test_ctrl_c_registers_nothing_then_resume_registers_once_and_a_finished_swee
     trials = [r for r in runs if r is not sweep]
     assert trials, "no trial had started"
     for run in trials:
-        # FINISHED only when Tune had its whole budget; an epoch MLflow holds but Tune never got is retrained on --resume
+        # FINISHED only when Tune had its whole budget; an epoch MLflow holds but Tune never got is
+        # retrained on --resume
         epochs = len(store.get_metric_history(run.info.run_id, "val_abs_rel"))
-        assert run.info.status == "KILLED" or (run.info.status == "FINISHED" and epochs == 4), (run.info.run_name, run.info.status, epochs)
+        assert run.info.status == "KILLED" or (run.info.status == "FINISHED" and epochs == 4), (
+            run.info.run_name,
+            run.info.status,
+            epochs,
+        )
     assert not _versions(store)
 
     resumed = _tune(tmp_path, "--config", str(config), "--name", "sig", "--resume")
@@ -101,7 +129,9 @@ def test_ctrl_c_registers_nothing_then_resume_registers_once_and_a_finished_swee
     assert str(version.version) == "1" and str(store.get_model_version_by_alias("net12", "champion").version) == "1"
     runs = store.search_runs([experiment.experiment_id])
     assert len(runs) == 4  # the sweep run and 3 trials, no duplicates
-    assert {r.info.status for r in runs} == {"FINISHED"}  # ASHA's grace period is the whole budget: no trial stops early
+    assert {r.info.status for r in runs} == {
+        "FINISHED"
+    }  # ASHA's grace period is the whole budget: no trial stops early
     for run in runs:
         if run.info.run_id != sweep.info.run_id:
             assert [m.step for m in store.get_metric_history(run.info.run_id, "val_abs_rel")] == [0, 1, 2, 3]
@@ -115,7 +145,13 @@ def test_ctrl_c_registers_nothing_then_resume_registers_once_and_a_finished_swee
 
 
 def test_two_sweeps_started_together_in_a_fresh_folder_both_finish_apart(tmp_path, synthetic_file):
-    config = _config(tmp_path, synthetic_file, num_samples=2, grace_period=2, train={"epochs": 2, "batch_size": 8, "model_cfg": MODEL_CFG})
+    config = _config(
+        tmp_path,
+        synthetic_file,
+        num_samples=2,
+        grace_period=2,
+        train={"epochs": 2, "batch_size": 8, "model_cfg": MODEL_CFG},
+    )
     drivers = [_tune(tmp_path, "--config", str(config)) for _ in range(2)]
     outputs = [_finish(driver) for driver in drivers]
     for driver, output in zip(drivers, outputs):
@@ -156,8 +192,25 @@ def test_an_unreachable_tracking_server_is_an_error_within_seconds(tmp_path, syn
 
     Image.new("RGB", (64, 48)).save(image)
     predict = subprocess.run(
-        [sys.executable, "-m", "depthtune.cli", "predict", str(image), "--model", "net12@champion", "--out", str(tmp_path / "d.npy"),
-         "--tracking-uri", uri],
-        cwd=tmp_path, env=_environment(), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "depthtune.cli",
+            "predict",
+            str(image),
+            "--model",
+            "net12@champion",
+            "--out",
+            str(tmp_path / "d.npy"),
+            "--tracking-uri",
+            uri,
+        ],
+        cwd=tmp_path,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert predict.returncode == 2 and f"tracking server {uri} did not answer within 5 s" in predict.stderr, predict.stderr[-3000:]
+    assert predict.returncode == 2 and f"tracking server {uri} did not answer within 5 s" in predict.stderr, (
+        predict.stderr[-3000:]
+    )

@@ -32,7 +32,9 @@ def test_a_killed_driver_leaves_no_local_tracking_server_behind(tmp_path):
         "import sys, time; from depthtune.tracking.server import TrackingServer, embedded_store;"
         "server = TrackingServer(*embedded_store(sys.argv[1])).start(); print(server.pid, flush=True); time.sleep(600)"
     )
-    driver = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     server_pid = None
     try:
         server_pid = int(driver.stdout.readline())

@@ -21,8 +21,7 @@ def _text(h5: h5py.File, ref) -> str:
 def _contents(path: Path) -> dict[str, object]:
     """Every array and every referenced string of a written file, for comparing two files."""
     with h5py.File(path, "r") as h5:
-        out: dict[str, object] = {k: h5[k][()] for k in
-                                  ("images", "depths", "rawDepths", "labels", "instances")}
+        out: dict[str, object] = {k: h5[k][()] for k in ("images", "depths", "rawDepths", "labels", "instances")}
         for key in ("names", "scenes"):
             out[key] = [_text(h5, ref) for ref in h5[key][0]]
     return out
@@ -55,8 +54,9 @@ def test_scenes_depend_only_on_the_generator():
 
 def test_generate_round_trips_through_read_nyu(tmp_path):
     calls: list[tuple[int, int]] = []
-    out = generate_dataset(tmp_path / "synth.mat", 3, views_per_room=2, seed=3,
-                           progress=lambda done, total: calls.append((done, total)))
+    out = generate_dataset(
+        tmp_path / "synth.mat", 3, views_per_room=2, seed=3, progress=lambda done, total: calls.append((done, total))
+    )
     assert out == tmp_path / "synth.mat"
     assert calls == [(1, 3), (2, 3), (3, 3)]
     assert out.read_bytes()[:6] == b"MATLAB"
@@ -113,9 +113,7 @@ def test_generate_rejects_bad_arguments(tmp_path):
 def test_write_nyu_file_checks_shapes(tmp_path):
     images = np.zeros((1, *FRAME_SHAPE, 3), np.uint8)
     with pytest.raises(ValueError, match=r"images are uint8 \(1, 240, 320, 3\)"):
-        write_nyu_file(tmp_path / "a.mat", np.zeros((1, 240, 320, 3), np.uint8),
-                       np.ones((1, 240, 320)))
-    with pytest.raises(ValueError,
-                       match=r"depths have shape \(2, 480, 640\); expected \(1, 480, 640\)"):
+        write_nyu_file(tmp_path / "a.mat", np.zeros((1, 240, 320, 3), np.uint8), np.ones((1, 240, 320)))
+    with pytest.raises(ValueError, match=r"depths have shape \(2, 480, 640\); expected \(1, 480, 640\)"):
         write_nyu_file(tmp_path / "a.mat", images, np.ones((2, *FRAME_SHAPE)))
     assert not (tmp_path / "a.mat").exists()

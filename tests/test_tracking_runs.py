@@ -25,10 +25,14 @@ def test_child_run_nested_batched_and_resumed(server, tmp_path):
     client = MlflowClient(server.uri)
     experiment = client.create_experiment("runs-test")
     parent = RunLogger.start(client, experiment, name="sweep", params={"num_samples": 4})
-    child = RunLogger.start(client, experiment, name="trial_0", parent_run_id=parent.run_id, params={"lr": 0.01}, tags={"trial_id": "t0"})
+    child = RunLogger.start(
+        client, experiment, name="trial_0", parent_run_id=parent.run_id, params={"lr": 0.01}, tags={"trial_id": "t0"}
+    )
     child.log_epoch({"val_loss": 0.5, "train_loss": 0.7, "nan_metric": float("nan")}, step=0)
 
-    restored = RunLogger.resume(client, find_run(client, experiment, {"trial_id": "t0", "mlflow.parentRunId": parent.run_id}))
+    restored = RunLogger.resume(
+        client, find_run(client, experiment, {"trial_id": "t0", "mlflow.parentRunId": parent.run_id})
+    )
     assert restored.logged_steps("val_loss") == {0}
     assert client.get_run(restored.run_id).info.status == "RUNNING"
     restored.log_epoch({"val_loss": 0.4, "train_loss": 0.6}, step=1)
@@ -79,4 +83,10 @@ def test_prediction_grid_has_a_row_per_frame_at_half_size(synthetic_arrays):
     assert grid.size == (3 * (width // 2), 3 * (height // 2) + HEADER)
     pixels = np.asarray(grid)[HEADER:]
     first_rgb = pixels[: height // 2, : width // 2]
-    assert np.abs(first_rgb.astype(int) - np.asarray(Image.fromarray(synthetic_arrays.images[2]).resize((width // 2, height // 2), Image.BILINEAR))).max() == 0
+    assert (
+        np.abs(
+            first_rgb.astype(int)
+            - np.asarray(Image.fromarray(synthetic_arrays.images[2]).resize((width // 2, height // 2), Image.BILINEAR))
+        ).max()
+        == 0
+    )

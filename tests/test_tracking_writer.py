@@ -48,7 +48,9 @@ def test_writes_queued_during_an_outage_arrive_once_and_in_order(tmp_path, monke
         server.stop()
         stamps = {step: 1_700_000_000_000 + step for step in range(1, 4)}
         for step in range(1, 4):
-            writer.submit(f"epoch {step}", lambda step=step: run.log_epoch({"val_loss": 1.0 / (step + 1)}, step, stamps[step]))
+            writer.submit(
+                f"epoch {step}", lambda step=step: run.log_epoch({"val_loss": 1.0 / (step + 1)}, step, stamps[step])
+            )
         time.sleep(3)
         assert writer.pending == 3, "nothing can be sent while the server is down"
         server.start()  # same port

@@ -24,16 +24,22 @@ from depthtune.train import (
 
 
 def _config(model="net12", **overrides) -> TrainConfig:
-    values = dict(model=model, model_cfg=TINY.get(model, {}), epochs=2, batch_size=6, lr=0.01, step_size=1, gamma=0.5, seed=11)
+    values = dict(
+        model=model, model_cfg=TINY.get(model, {}), epochs=2, batch_size=6, lr=0.01, step_size=1, gamma=0.5, seed=11
+    )
     values.update(overrides)
     return TrainConfig.from_dict(values)
 
 
 def test_reports_every_epoch_with_all_metrics_and_a_checkpoint(tmp_path, synthetic_arrays):
     reported = []
-    result = train(_config(), tmp_path / "ckpt", arrays=synthetic_arrays, on_epoch=lambda m, d, _model: reported.append((m, d)))
+    result = train(
+        _config(), tmp_path / "ckpt", arrays=synthetic_arrays, on_epoch=lambda m, d, _model: reported.append((m, d))
+    )
     assert [m["epoch"] for m, _ in reported] == [0.0, 1.0]
-    expected = {"train_loss", "val_loss", "lr", "epoch_seconds", "images_per_second"} | {f"val_{n}" for n in METRIC_NAMES}
+    expected = {"train_loss", "val_loss", "lr", "epoch_seconds", "images_per_second"} | {
+        f"val_{n}" for n in METRIC_NAMES
+    }
     for metrics, directory in reported:
         assert (directory / CHECKPOINT_FILE).is_file() or int(metrics["epoch"]) != result.best_epoch  # pruned after
         assert expected <= set(metrics)
@@ -78,14 +84,22 @@ def test_spaced_checkpoints_hold_each_new_best_and_resume_exactly(tmp_path, synt
     hands the callback None for the others, and a run resumed from the first checkpoint retrains the
     epochs after it into the same weights as the uninterrupted run."""
     written = []
-    full = train(_config(epochs=4, checkpoint_every=9, keep_checkpoints=4), tmp_path / "full", arrays=synthetic_arrays,
-                 on_epoch=lambda m, d, _model: written.append(d is not None and (d / CHECKPOINT_FILE).is_file()))
+    full = train(
+        _config(epochs=4, checkpoint_every=9, keep_checkpoints=4),
+        tmp_path / "full",
+        arrays=synthetic_arrays,
+        on_epoch=lambda m, d, _model: written.append(d is not None and (d / CHECKPOINT_FILE).is_file()),
+    )
     losses = [m["val_abs_rel"] for m in full.history]  # the default select_metric
     new_bests = [i == 0 or loss < min(losses[:i]) for i, loss in enumerate(losses)]
     assert written == [best or epoch == 3 for epoch, best in enumerate(new_bests)]
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == [f"epoch_{e:03d}" for e in range(4) if written[e]]
-    resumed = train(_config(epochs=4, checkpoint_every=9), tmp_path / "resumed", arrays=synthetic_arrays,
-                    resume_from=tmp_path / "full" / "epoch_000")
+    resumed = train(
+        _config(epochs=4, checkpoint_every=9),
+        tmp_path / "resumed",
+        arrays=synthetic_arrays,
+        resume_from=tmp_path / "full" / "epoch_000",
+    )
     a, b = load_checkpoint(full.last_checkpoint)["model"], load_checkpoint(resumed.last_checkpoint)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -93,7 +107,9 @@ def test_spaced_checkpoints_hold_each_new_best_and_resume_exactly(tmp_path, synt
 def test_net3_trains_on_a_frozen_net12_checkpoint(tmp_path, synthetic_arrays):
     net12 = train(_config(epochs=1), tmp_path / "net12", arrays=synthetic_arrays)
     net3 = train(
-        _config("net3", epochs=1, net12_checkpoint=str(net12.best_checkpoint)), tmp_path / "net3", arrays=synthetic_arrays
+        _config("net3", epochs=1, net12_checkpoint=str(net12.best_checkpoint)),
+        tmp_path / "net3",
+        arrays=synthetic_arrays,
     )
     frozen = model_from_checkpoint(net12.best_checkpoint, expected="net12").state_dict()
     refined = model_from_checkpoint(net3.best_checkpoint, expected="net3").state_dict()
@@ -196,23 +212,37 @@ def test_per_layer_learning_rates_reach_the_optimizer_and_the_weights(tmp_path, 
         {"scale1_convs": 0.002, "scale1_full": 0.2, "scale2_first": 0.02, "scale2_hidden": 0.02, "scale2_output": 0.02}
     )
     named = dict(model.named_parameters())
-    assert {id(p) for p in groups["scale1_convs"]["params"]} == {id(p) for n, p in named.items() if n.startswith("features.")}
+    assert {id(p) for p in groups["scale1_convs"]["params"]} == {
+        id(p) for n, p in named.items() if n.startswith("features.")
+    }
     assert sorted(id(p) for g in groups.values() for p in g["params"]) == sorted(id(p) for p in named.values())
-    with pytest.raises(ValueError, match=r"lr_multipliers: \['encoder'\] name no layer group of net12; its groups are \['scale1_convs'"):
+    with pytest.raises(
+        ValueError, match=r"lr_multipliers: \['encoder'\] name no layer group of net12; its groups are \['scale1_convs'"
+    ):
         parameter_groups(model, 0.02, {"encoder": 0.1})
     with pytest.raises(ValueError, match=r"lr_multipliers\['scale1_convs'\]=0: expected a number > 0"):
         _config(lr_multipliers={"scale1_convs": 0})
 
     optimizer_groups = torch.optim.SGD(parameter_groups(model, 0.01, EIGEN_NET12_RATES), lr=0.01).param_groups
     assert {g["name"]: g["lr"] for g in optimizer_groups} == pytest.approx(
-        {"scale1_convs": 0.001, "scale1_full": 0.1, "scale2_first": 0.001, "scale2_hidden": 0.01, "scale2_output": 0.001}
+        {
+            "scale1_convs": 0.001,
+            "scale1_full": 0.1,
+            "scale2_first": 0.001,
+            "scale2_hidden": 0.01,
+            "scale2_output": 0.001,
+        }
     )  # Eigen & Fergus's rates at their base rate 0.01
 
     torch.manual_seed(11)  # train() seeds with the config's seed before it builds the model
     start = build("net12", **TINY["net12"])
     reported = []
-    result = train(_config(epochs=1, lr_multipliers={"scale1_convs": 1e-9}), tmp_path / "slow", arrays=synthetic_arrays,
-                   on_epoch=lambda m, d, _model: reported.append(m))
+    result = train(
+        _config(epochs=1, lr_multipliers={"scale1_convs": 1e-9}),
+        tmp_path / "slow",
+        arrays=synthetic_arrays,
+        on_epoch=lambda m, d, _model: reported.append(m),
+    )
     trained = load_checkpoint(result.last_checkpoint)["model"]
     initial = start.state_dict()
     moved = {name: float((trained[name] - initial[name]).abs().max()) for name in initial if name.endswith("weight")}

@@ -64,8 +64,12 @@ def test_augmentation_scales_depth_and_is_reproducible():
 
 def test_augmentation_flips_sometimes():
     image, depth = _frame_with_bright_top_left()
-    transform = DepthTransform((114, 152), (26, 36), Augmentation(scale=(1.0, 1.0), rotation_deg=0.0, colour=(1.0, 1.0)))
-    left_bright = [float(_unnormalise(transform(image, depth, np.random.default_rng(s))[0])[0, 5, 5]) > 200 for s in range(20)]
+    transform = DepthTransform(
+        (114, 152), (26, 36), Augmentation(scale=(1.0, 1.0), rotation_deg=0.0, colour=(1.0, 1.0))
+    )
+    left_bright = [
+        float(_unnormalise(transform(image, depth, np.random.default_rng(s))[0])[0, 5, 5]) > 200 for s in range(20)
+    ]
     assert 0 < sum(left_bright) < 20
 
 

@@ -8,7 +8,9 @@ from depthtune.trial import WORKDIR_PREFIX, trial_workdir
 
 
 def test_directories_of_dead_trial_processes_are_removed_live_ones_kept(tmp_path):
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(finished.stdout)
     dead = tmp_path / f"{WORKDIR_PREFIX}abc_00001-pid{dead_pid}-x1y2"
     (dead / "checkpoints").mkdir(parents=True)
@@ -22,4 +24,6 @@ def test_directories_of_dead_trial_processes_are_removed_live_ones_kept(tmp_path
     assert not dead.exists()
     assert live.is_dir() and unrelated.is_dir()
     assert fresh.is_dir() and fresh.name.startswith(f"{WORKDIR_PREFIX}abc_00001-pid{os.getpid()}-")
-    assert trial_workdir("abc_00001", scratch=tmp_path) != fresh and fresh.is_dir(), "a live process's directory was removed"
+    assert trial_workdir("abc_00001", scratch=tmp_path) != fresh and fresh.is_dir(), (
+        "a live process's directory was removed"
+    )

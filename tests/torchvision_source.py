@@ -28,7 +28,9 @@ def torchvision_models() -> Iterator[types.SimpleNamespace]:
         if REQUIRED:
             raise RuntimeError("torchvision is not installed but DEPTHTUNE_REQUIRE_TORCHVISION=1")
         pytest.skip("torchvision is not installed (scripts/env.sh installs the one matching the CPU torch)")
-    saved = {name: module for name, module in sys.modules.items() if name == "torchvision" or name.startswith("torchvision.")}
+    saved = {
+        name: module for name, module in sys.modules.items() if name == "torchvision" or name.startswith("torchvision.")
+    }
     package = types.ModuleType("torchvision")
     package.__path__ = list(spec.submodule_search_locations)
     sys.modules["torchvision"] = package

@@ -73,7 +73,8 @@ def measured_description(entry: ModelEntry, protocol: dict, evaluation: str = "e
     start = f"from ImageNet ({Path(config.encoder_weights).name})" if config.encoder_weights else "from scratch"
     return (
         f"measured here; trained {start} on {Path(config.data or '?').name} ({protocol.get('split', '?')}), "
-        f"{entry.profile} profile, {entry.variant} variant, input {size}, width {module.config.get('width', 1.0)}, {config.epochs} epochs; evaluated on "
+        f"{entry.profile} profile, {entry.variant} variant, input {size}, "
+        f"width {module.config.get('width', 1.0)}, {config.epochs} epochs; evaluated on "
         f"{protocol.get('test_frames', '?')} test frames, {used.crop} crop, depth cap {used.max_depth} m, "
         f"{'per-image means' if used.pooling == 'images' else 'pooled over pixels'} ({evaluation} protocol)"
     )
@@ -81,8 +82,10 @@ def measured_description(entry: ModelEntry, protocol: dict, evaluation: str = "e
 
 def metrics_table(comparison: Comparison) -> go.Figure:
     """Measured models, then the published rows, each saying what it was trained on and how it was evaluated."""
-    rows = [(e.label, measured_description(e, comparison.protocol, comparison.evaluation), r.metrics)
-            for e, r in zip(comparison.entries, comparison.results)]
+    rows = [
+        (e.label, measured_description(e, comparison.protocol, comparison.evaluation), r.metrics)
+        for e, r in zip(comparison.entries, comparison.results)
+    ]
     rows += [(name, published.description, published.metrics) for name, published in comparison.published.items()]
     columns = [[r[0] for r in rows], [r[1] for r in rows], *[[_fmt(r[2].get(m)) for r in rows] for m in TABLE_METRICS]]
     colors = [["white"] * len(comparison.entries) + ["#eeeeee"] * len(comparison.published)]
@@ -90,7 +93,9 @@ def metrics_table(comparison: Comparison) -> go.Figure:
         go.Table(
             columnwidth=[200, 420, *([60] * len(TABLE_METRICS))],
             header=dict(values=["model", "training data and evaluation", *TABLE_METRICS], fill_color="#dde5f0"),
-            cells=dict(values=columns, fill_color=colors, height=26, align=["left", "left", *(["center"] * len(TABLE_METRICS))]),
+            cells=dict(
+                values=columns, fill_color=colors, height=26, align=["left", "left", *(["center"] * len(TABLE_METRICS))]
+            ),
         )
     )
     figure.update_layout(height=120 + 70 * len(rows), margin=dict(t=10, b=10))
@@ -99,17 +104,28 @@ def metrics_table(comparison: Comparison) -> go.Figure:
 
 def metrics_bars(comparison: Comparison) -> go.Figure:
     """Grouped bars: errors (lower is better) and delta accuracies (higher is better)."""
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("errors (lower is better)", "delta accuracies (higher is better)"))
+    figure = make_subplots(
+        rows=1, cols=2, subplot_titles=("errors (lower is better)", "delta accuracies (higher is better)")
+    )
     series = [(e.label, r.metrics, 1.0, "") for e, r in zip(comparison.entries, comparison.results)]
-    series += [(f"{name} ({PUBLISHED_MARK})", published.metrics, 0.45, "/") for name, published in comparison.published.items()]
+    series += [
+        (f"{name} ({PUBLISHED_MARK})", published.metrics, 0.45, "/") for name, published in comparison.published.items()
+    ]
     for index, (name, values, opacity, pattern) in enumerate(series):
         for column, keys in ((1, ERRORS), (2, ACCURACIES)):
             figure.add_trace(
                 go.Bar(
-                    x=list(keys), y=[values.get(k) for k in keys], name=name, legendgroup=name, showlegend=column == 1,
-                    opacity=opacity, marker_pattern_shape=pattern, marker_color=_color(index),
+                    x=list(keys),
+                    y=[values.get(k) for k in keys],
+                    name=name,
+                    legendgroup=name,
+                    showlegend=column == 1,
+                    opacity=opacity,
+                    marker_pattern_shape=pattern,
+                    marker_color=_color(index),
                 ),
-                row=1, col=column,
+                row=1,
+                col=column,
             )
     figure.update_layout(barmode="group", height=420, margin=dict(t=40), legend=dict(orientation="h", y=-0.15))
     return figure
@@ -122,15 +138,22 @@ def _color(index: int) -> str:
 
 def breakdown_bars(comparison: Comparison) -> go.Figure:
     """abs rel by ground-truth depth range, and near depth edges versus elsewhere."""
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("abs rel by depth range", "abs rel near depth edges vs elsewhere"))
+    figure = make_subplots(
+        rows=1, cols=2, subplot_titles=("abs rel by depth range", "abs rel near depth edges vs elsewhere")
+    )
     for index, (entry, result) in enumerate(zip(comparison.entries, comparison.results)):
         for column, values in ((1, result.by_depth), (2, result.by_edges)):
             figure.add_trace(
                 go.Bar(
-                    x=list(values), y=list(values.values()), name=entry.label, legendgroup=entry.label,
-                    showlegend=column == 1, marker_color=_color(index),
+                    x=list(values),
+                    y=list(values.values()),
+                    name=entry.label,
+                    legendgroup=entry.label,
+                    showlegend=column == 1,
+                    marker_color=_color(index),
                 ),
-                row=1, col=column,
+                row=1,
+                col=column,
             )
     figure.update_layout(barmode="group", height=380, margin=dict(t=40))
     return figure
@@ -156,11 +179,15 @@ def image_grid(comparison: Comparison) -> go.Figure:
             error = np.where(valid, np.abs(prediction - truth) / np.where(valid, truth, 1.0), np.nan)
             figure.add_trace(
                 go.Heatmap(z=prediction[::step, ::step].astype(np.float32), coloraxis=depth_axis, name=names[index]),
-                row=row, col=3 + index,
+                row=row,
+                col=3 + index,
             )
             figure.add_trace(
-                go.Heatmap(z=error[::step, ::step].astype(np.float32), coloraxis=error_axis, name=f"{names[index]} error"),
-                row=row, col=3 + len(names) + index,
+                go.Heatmap(
+                    z=error[::step, ::step].astype(np.float32), coloraxis=error_axis, name=f"{names[index]} error"
+                ),
+                row=row,
+                col=3 + len(names) + index,
             )
         figure.update_layout(
             {
@@ -179,7 +206,10 @@ def cost_table(comparison: Comparison) -> go.Figure:
     """Inference latency per image and parameter count, measured where the dashboard was rendered."""
     figure = go.Figure(
         go.Table(
-            header=dict(values=["model", "parameters (M)", "latency per 480x640 image (ms, median of 10)", "device"], fill_color="#dde5f0"),
+            header=dict(
+                values=["model", "parameters (M)", "latency per 480x640 image (ms, median of 10)", "device"],
+                fill_color="#dde5f0",
+            ),
             cells=dict(
                 values=[
                     [e.label for e in comparison.entries],
@@ -206,7 +236,11 @@ def comparison_figures(comparison: Comparison) -> dict[str, go.Figure]:
 
 
 def build_comparison(
-    client: MlflowClient, uri: str, references: list[str] | None = None, data: str | None = None, evaluation: str = "eigen"
+    client: MlflowClient,
+    uri: str,
+    references: list[str] | None = None,
+    data: str | None = None,
+    evaluation: str = "eigen",
 ) -> Comparison:
     """Load the models, check they share a protocol, evaluate each on the test split under the
     metrics protocol named ``evaluation`` (``eigen`` or ``laina``)."""
@@ -221,8 +255,13 @@ def build_comparison(
         logger.info("evaluating %s on %d test frames", entry.label, len(test))
         results.append(evaluate_entry(entry, arrays, test, shown, PROTOCOLS[evaluation]))
     return Comparison(
-        entries=entries, results=results, protocol=protocol, shown=shown,
-        images=[arrays.images[i] for i in shown], truths=[arrays.depths[i] for i in shown], device=device_description(),
+        entries=entries,
+        results=results,
+        protocol=protocol,
+        shown=shown,
+        images=[arrays.images[i] for i in shown],
+        truths=[arrays.depths[i] for i in shown],
+        device=device_description(),
         evaluation=evaluation,
     )
 
@@ -232,12 +271,15 @@ def write_comparison_dashboard(comparison: Comparison, path: str | Path) -> Path
     figures = comparison_figures(comparison)
     protocol = ", ".join(f"{k}={v}" for k, v in sorted(comparison.protocol.items()))
     notes = [
-        f"Models: {', '.join(e.label for e in comparison.entries)}. All evaluated here, on the same test frames, under the "
+        f"Models: {', '.join(e.label for e in comparison.entries)}. "
+        "All evaluated here, on the same test frames, under the "
         f"{comparison.evaluation} metrics protocol; registered under: {protocol}.",
-        f"Rows marked '{PUBLISHED_MARK}' are the papers' NYU Depth v2 numbers under the same metrics protocol, for reference "
-        "only: they were not measured here and come from ImageNet-initialised networks trained on thousands to hundreds of "
-        "thousands of real frames; a measured row says what it was trained on. Rows under another protocol are left out: "
-        + (", ".join(name for name in PUBLISHED if name not in comparison.published) or "none") + ".",
+        f"Rows marked '{PUBLISHED_MARK}' are the papers' NYU Depth v2 numbers under the same metrics protocol, "
+        "for reference only: they were not measured here and come from ImageNet-initialised networks "
+        "trained on thousands to hundreds of thousands of real frames; a measured row says what it was "
+        "trained on. Rows under another protocol are left out: "
+        + (", ".join(name for name in PUBLISHED if name not in comparison.published) or "none")
+        + ".",
     ]
     bins = ", ".join(label for label, _, _ in DEPTH_BINS)
     sections = [
@@ -245,13 +287,15 @@ def write_comparison_dashboard(comparison: Comparison, path: str | Path) -> Path
         ("Metrics side by side", "Hatched, faded bars: published numbers.", figures["metrics_bars"]),
         (
             "Where the error is",
-            f"abs rel pooled over all valid test pixels per group: ground-truth depth {bins}; pixels within 4 px of a depth "
-            "edge (|log-depth step| > 0.1 between neighbours) versus the rest. The gradient-loss term targets the edges.",
+            f"abs rel pooled over all valid test pixels per group: ground-truth depth {bins}; "
+            "pixels within 4 px of a depth edge (|log-depth step| > 0.1 between neighbours) versus the rest. "
+            "The gradient-loss term targets the edges.",
             figures["breakdown"],
         ),
         (
             f"The same {len(comparison.shown)} test images",
-            "Depth maps of a row share one colour scale (its ground-truth range, dark = far); error maps show abs rel from 0 to 0.5.",
+            "Depth maps of a row share one colour scale (its ground-truth range, dark = far); "
+            "error maps show abs rel from 0 to 0.5.",
             figures["images"],
         ),
         ("Cost", f"Measured on the machine that rendered this page ({comparison.device}).", figures["cost"]),
@@ -264,9 +308,14 @@ def log_comparison(client: MlflowClient, comparison: Comparison, dashboard: Path
     experiment = client.get_experiment_by_name(COMPARISON_EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(COMPARISON_EXPERIMENT)
     run = RunLogger.start(
-        client, experiment_id, name="compare " + ", ".join(e.label for e in comparison.entries),
-        params={"models": ", ".join(f"{e.name}/{e.version}" for e in comparison.entries), "device": comparison.device,
-                "metrics_protocol": comparison.evaluation},
+        client,
+        experiment_id,
+        name="compare " + ", ".join(e.label for e in comparison.entries),
+        params={
+            "models": ", ".join(f"{e.name}/{e.version}" for e in comparison.entries),
+            "device": comparison.device,
+            "metrics_protocol": comparison.evaluation,
+        },
         tags={"depthtune.kind": "comparison", "eval_protocol": str(comparison.protocol)},
     )
     values = {}

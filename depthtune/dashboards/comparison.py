@@ -76,7 +76,9 @@ def default_references(client: MlflowClient) -> list[str]:
             continue
         found.append(f"{name}@champion")
     if not found:
-        raise ValueError(f"no champion of {list(MODEL_FAMILIES)} is registered at {client.tracking_uri}; run a sweep first")
+        raise ValueError(
+            f"no champion of {list(MODEL_FAMILIES)} is registered at {client.tracking_uri}; run a sweep first"
+        )
     return found
 
 
@@ -86,15 +88,26 @@ def load_entry(client: MlflowClient, uri: str, reference: str) -> ModelEntry:
     check_exists(client, name, alias, version)
     found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     if PROTOCOL_TAG not in found.tags:
-        raise ValueError(f"{reference} (version {found.version}) has no {PROTOCOL_TAG!r} tag: it was not registered by a depthtune sweep")
+        raise ValueError(
+            f"{reference} (version {found.version}) has no {PROTOCOL_TAG!r} tag: "
+            "it was not registered by a depthtune sweep"
+        )
     with tempfile.TemporaryDirectory() as directory:
         config_file = client.download_artifacts(found.run_id, "trial_config.json", directory)
-        train_config = TrainConfig.from_dict(json.loads(Path(config_file).read_text()), where=f"{reference}: trial_config.json")
+        train_config = TrainConfig.from_dict(
+            json.loads(Path(config_file).read_text()), where=f"{reference}: trial_config.json"
+        )
     predictor = load_model(f"{name}/{found.version}", tracking_uri=uri, device=str(pick_device("auto")))
     label = f"{name} v{found.version}" + (f" (@{alias})" if alias else "")
     return ModelEntry(
-        label, name, str(found.version), json.loads(found.tags[PROTOCOL_TAG]), train_config, predictor,
-        found.tags.get("profile", "unknown"), found.tags.get("variant", "unknown"),
+        label,
+        name,
+        str(found.version),
+        json.loads(found.tags[PROTOCOL_TAG]),
+        train_config,
+        predictor,
+        found.tags.get("profile", "unknown"),
+        found.tags.get("variant", "unknown"),
     )
 
 
@@ -103,7 +116,9 @@ def check_same_protocol(entries: list[ModelEntry]) -> dict:
     protocols = {json.dumps(e.protocol, sort_keys=True) for e in entries}
     if len(protocols) > 1:
         listing = "; ".join(f"{e.label}: {json.dumps(e.protocol, sort_keys=True)}" for e in entries)
-        raise ValueError(f"refusing to compare models evaluated under different protocols (split, crop, depth cap, data): {listing}")
+        raise ValueError(
+            f"refusing to compare models evaluated under different protocols (split, crop, depth cap, data): {listing}"
+        )
     return entries[0].protocol
 
 
@@ -114,11 +129,15 @@ def test_data(entry: ModelEntry, protocol: dict, data: str | None = None) -> tup
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} (from {entry.label}'s training config) does not exist; pass --data")
     if protocol.get("data_sha256") and file_sha256(path) != protocol["data_sha256"]:
-        raise ValueError(f"data file {path} is not the file the models were evaluated on (sha256 differs from the protocol's)")
+        raise ValueError(
+            f"data file {path} is not the file the models were evaluated on (sha256 differs from the protocol's)"
+        )
     arrays = read_nyu(path)
     splits = data_splits(entry.train_config, arrays.scenes)
     if len(splits.test) != protocol.get("test_frames", len(splits.test)):
-        raise ValueError(f"the split gives {len(splits.test)} test frames; the protocol recorded {protocol['test_frames']}")
+        raise ValueError(
+            f"the split gives {len(splits.test)} test frames; the protocol recorded {protocol['test_frames']}"
+        )
     return arrays, list(splits.test)
 
 
@@ -200,6 +219,8 @@ def device_description() -> str:
     model = platform.processor() or "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         model = names[0] if names else model
     return f"cpu: {model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

@@ -36,8 +36,11 @@ def parallel_coordinates(record: SweepRecord) -> go.Figure:
             ticks = _log_ticks(spec.low, spec.high)
             dimensions.append(
                 dict(
-                    label=f"{name} (log)", values=[math.log10(v) for v in values], range=[math.log10(spec.low), math.log10(spec.high)],
-                    tickvals=[math.log10(t) for t in ticks], ticktext=[f"{t:g}" for t in ticks],
+                    label=f"{name} (log)",
+                    values=[math.log10(v) for v in values],
+                    range=[math.log10(spec.low), math.log10(spec.high)],
+                    tickvals=[math.log10(t) for t in ticks],
+                    ticktext=[f"{t:g}" for t in ticks],
                 )
             )
         else:
@@ -67,24 +70,40 @@ def learning_curves(record: SweepRecord) -> go.Figure:
         winner = trial.run_id == record.winner_run_id
         figure.add_trace(
             go.Scatter(
-                x=[e for e, _ in trial.curve], y=[v for _, v in trial.curve], mode="lines+markers",
-                name=f"{'winner ' if winner else ''}{'paper settings ' if trial.paper else ''}{trial.trial_id} ({trial.status.lower()})",
-                line=dict(width=5 if winner else 3 if trial.paper else 1.5, dash="dash" if trial.paper else None,
-                          color="black" if trial.paper and not winner else None),
+                x=[e for e, _ in trial.curve],
+                y=[v for _, v in trial.curve],
+                mode="lines+markers",
+                name=(
+                    f"{'winner ' if winner else ''}{'paper settings ' if trial.paper else ''}"
+                    f"{trial.trial_id} ({trial.status.lower()})"
+                ),
+                line=dict(
+                    width=5 if winner else 3 if trial.paper else 1.5,
+                    dash="dash" if trial.paper else None,
+                    color="black" if trial.paper and not winner else None,
+                ),
                 opacity=1.0 if winner or trial.paper else 0.75,
             )
         )
     stopped = [t for t in record.trials if record.stopped_early(t) and t.curve]
     figure.add_trace(
         go.Scatter(
-            x=[t.curve[-1][0] for t in stopped], y=[t.curve[-1][1] for t in stopped], mode="markers", name="stopped by ASHA",
-            marker=dict(symbol="x", size=14, color="black", line=dict(width=2)), text=[t.trial_id for t in stopped],
+            x=[t.curve[-1][0] for t in stopped],
+            y=[t.curve[-1][1] for t in stopped],
+            mode="markers",
+            name="stopped by ASHA",
+            marker=dict(symbol="x", size=14, color="black", line=dict(width=2)),
+            text=[t.trial_id for t in stopped],
         )
     )
     positive = all(v > 0 for t in record.trials for _, v in t.curve)
     figure.update_layout(
-        height=440, xaxis_title="epoch", yaxis_title=f"{record.metric}{' (log axis)' if positive else ''}",
-        xaxis=dict(dtick=1, range=[0.5, record.epochs + 0.5]), yaxis_type="log" if positive else "linear", margin=dict(t=30),
+        height=440,
+        xaxis_title="epoch",
+        yaxis_title=f"{record.metric}{' (log axis)' if positive else ''}",
+        xaxis=dict(dtick=1, range=[0.5, record.epochs + 0.5]),
+        yaxis_type="log" if positive else "linear",
+        margin=dict(t=30),
     )
     return figure
 
@@ -102,8 +121,12 @@ def parameter_importance(record: SweepRecord) -> tuple[go.Figure, str]:
     study = optuna.create_study(direction="minimize" if record.mode == "min" else "maximize")
     distributions = {name: spec.distribution() for name, spec in record.space.items()}
     for trial in finished:
-        study.add_trial(optuna.trial.create_trial(params=trial.params, distributions=distributions, value=trial.best(record.mode)))
-    importances = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        study.add_trial(
+            optuna.trial.create_trial(params=trial.params, distributions=distributions, value=trial.best(record.mode))
+        )
+    importances = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+    )
     names = list(reversed(importances))
     figure.add_trace(go.Bar(x=[importances[n] for n in names], y=names, orientation="h", marker_color="#4c78a8"))
     figure.update_layout(height=300, xaxis_title="importance (share of variance)", margin=dict(t=30, l=110))
@@ -121,15 +144,23 @@ def hyperparameter_scatter(record: SweepRecord) -> go.Figure:
     for column, (name, spec) in enumerate(record.space.items(), start=1):
         figure.add_trace(
             go.Scatter(
-                x=[t.params.get(name) for t in ranked], y=[t.best(record.mode) for t in ranked], mode="markers", name=name,
+                x=[t.params.get(name) for t in ranked],
+                y=[t.best(record.mode) for t in ranked],
+                mode="markers",
+                name=name,
                 text=[f"{t.trial_id} ({t.status.lower()}, {t.epochs} epochs)" for t in ranked],
                 marker=dict(
-                    size=[16 if t.paper else 10 for t in ranked], symbol=["star" if t.paper else "circle" for t in ranked],
-                    color=["#e45756" if t.run_id == record.winner_run_id else "black" if t.paper else "#4c78a8" for t in ranked],
+                    size=[16 if t.paper else 10 for t in ranked],
+                    symbol=["star" if t.paper else "circle" for t in ranked],
+                    color=[
+                        "#e45756" if t.run_id == record.winner_run_id else "black" if t.paper else "#4c78a8"
+                        for t in ranked
+                    ],
                 ),
                 showlegend=False,
             ),
-            row=1, col=column,
+            row=1,
+            col=column,
         )
         if spec.kind == "loguniform":
             figure.update_xaxes(type="log", row=1, col=column)
@@ -144,7 +175,11 @@ def top_trials_table(record: SweepRecord, count: int = TOP_TRIALS) -> go.Figure:
     header = ["rank", "trial", "status", "epochs", f"best {record.metric}", *record.space, "MLflow run id"]
     columns = [
         list(range(1, len(top) + 1)),
-        [f"{t.trial_id}{' (winner)' if t.run_id == record.winner_run_id else ''}{' (paper settings)' if t.paper else ''}" for t in top],
+        [
+            f"{t.trial_id}{' (winner)' if t.run_id == record.winner_run_id else ''}"
+            f"{' (paper settings)' if t.paper else ''}"
+            for t in top
+        ],
         [t.status for t in top],
         [t.epochs for t in top],
         [f"{t.best(record.mode):.4f}" for t in top],
@@ -152,7 +187,9 @@ def top_trials_table(record: SweepRecord, count: int = TOP_TRIALS) -> go.Figure:
         [t.run_id for t in top],
     ]
     widths = [40, 130, 80, 55, 90, *([75] * len(record.space)), 260]
-    figure = go.Figure(go.Table(columnwidth=widths, header=dict(values=header, fill_color="#dde5f0"), cells=dict(values=columns)))
+    figure = go.Figure(
+        go.Table(columnwidth=widths, header=dict(values=header, fill_color="#dde5f0"), cells=dict(values=columns))
+    )
     figure.update_layout(height=90 + 28 * len(top), margin=dict(t=10, b=10))
     return figure
 
@@ -162,11 +199,16 @@ def versus_paper_note(record: SweepRecord) -> str:
     values, metric = record.versus_paper, record.metric
     paper = next((t for t in record.trials if t.paper), None)
     if f"gain_vs_paper_{metric}" not in values:
-        return ("Paper settings: " + (f"trial {paper.trial_id} ({paper.status.lower()}) has no comparison recorded." if paper
-                                       else "this sweep has no paper-settings trial."))
+        return "Paper settings: " + (
+            f"trial {paper.trial_id} ({paper.status.lower()}) has no comparison recorded."
+            if paper
+            else "this sweep has no paper-settings trial."
+        )
     return (
-        f"Paper settings (trial {paper.trial_id if paper else '?'}, dashed/star): {metric} {values[f'baseline_{metric}']:.4f}, "
-        f"test abs_rel {values['baseline_test_abs_rel']:.4f}. Winner: {metric} {values[f'winner_{metric}']:.4f}, test abs_rel "
+        f"Paper settings (trial {paper.trial_id if paper else '?'}, dashed/star): "
+        f"{metric} {values[f'baseline_{metric}']:.4f}, "
+        f"test abs_rel {values['baseline_test_abs_rel']:.4f}. "
+        f"Winner: {metric} {values[f'winner_{metric}']:.4f}, test abs_rel "
         f"{values['winner_test_abs_rel']:.4f}. Gain of tuning over the paper's settings: validation "
         f"{values[f'gain_vs_paper_{metric}']:+.1f}%, test abs_rel {values['gain_vs_paper_test_abs_rel']:+.1f}% "
         "(positive: the tuned settings are better; the winner was chosen on validation, test is reported only)."
@@ -195,18 +237,29 @@ def write_sweep_dashboard(record: SweepRecord, path: str | Path) -> Path:
     figures, importance_note = _figures_and_importance_note(record)
     stopped = sum(record.stopped_early(t) for t in record.trials)
     notes = [
-        f"Sweep run {record.sweep_run_id} ({record.model}): {len(record.trials)} trials, {len(record.finished())} trained all "
+        f"Sweep run {record.sweep_run_id} ({record.model}): {len(record.trials)} trials, "
+        f"{len(record.finished())} trained all "
         f"{record.epochs} epochs, {stopped} stopped early by ASHA. Metric: {record.metric} ({record.mode}).",
         f"Winner: run {record.winner_run_id or 'not chosen yet'}.",
         versus_paper_note(record),
     ]
     sections = [
-        ("Hyperparameters -> validation metric", "One line per trial; colour is the trial's best validation metric.",
-         figures["parallel_coordinates"]),
-        ("Learning curves", "Validation metric per epoch; x marks where ASHA stopped a trial, the thick line is the winner.",
-         figures["learning_curves"]),
+        (
+            "Hyperparameters -> validation metric",
+            "One line per trial; colour is the trial's best validation metric.",
+            figures["parallel_coordinates"],
+        ),
+        (
+            "Learning curves",
+            "Validation metric per epoch; x marks where ASHA stopped a trial, the thick line is the winner.",
+            figures["learning_curves"],
+        ),
         ("Hyperparameter importance", importance_note, figures["importance"]),
-        ("Each hyperparameter vs the validation metric", "Red: the winner. Each trial's best epoch.", figures["scatter"]),
+        (
+            "Each hyperparameter vs the validation metric",
+            "Red: the winner. Each trial's best epoch.",
+            figures["scatter"],
+        ),
         (f"Top {min(TOP_TRIALS, len(record.ranked()))} trials", "", figures["top_trials"]),
     ]
     written = write_page(path, f"depthtune sweep {record.name}", notes, sections)

@@ -18,7 +18,7 @@ from depthtune.tracking.runs import SWEEP_TAG, TRIAL_TAG
 @dataclass
 class TrialRecord:
     """One trial: its run, hyperparameters, status, learning curve (1-based epoch, value), and
-whether it ran the paper's settings."""
+    whether it ran the paper's settings."""
 
     trial_id: str
     run_id: str
@@ -79,7 +79,9 @@ def load_sweep(client: MlflowClient, sweep_run_id: str) -> SweepRecord:
     if missing:
         raise ValueError(f"run {sweep_run_id} is not a depthtune sweep run: its params lack {missing}")
     space = parse_search_space(json.loads(params["search_space"]), where=f"sweep run {sweep_run_id}: search_space")
-    runs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_run_id}'", max_results=5000)
+    runs = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_run_id}'", max_results=5000
+    )
     trials = []
     for run in sorted(runs, key=lambda r: r.info.start_time):
         history = client.get_metric_history(run.info.run_id, params["metric"])
@@ -104,5 +106,7 @@ def load_sweep(client: MlflowClient, sweep_run_id: str) -> SweepRecord:
         space=space,
         trials=trials,
         winner_run_id=parent.data.tags.get("depthtune.best_run_id"),
-        versus_paper={k: v for k, v in parent.data.metrics.items() if k.startswith(("winner_", "baseline_", "gain_vs_paper_"))},
+        versus_paper={
+            k: v for k, v in parent.data.metrics.items() if k.startswith(("winner_", "baseline_", "gain_vs_paper_"))
+        },
     )

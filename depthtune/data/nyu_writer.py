@@ -14,8 +14,7 @@ import h5py
 import numpy as np
 
 FRAME_SHAPE = (480, 640)
-CLASS_NAMES = ("floor", "wall", "ceiling", "cabinet", "table", "bed", "box", "picture", "ball",
-               "column")
+CLASS_NAMES = ("floor", "wall", "ceiling", "cabinet", "table", "bed", "box", "picture", "ball", "column")
 _USERBLOCK = 512
 
 
@@ -23,17 +22,18 @@ _USERBLOCK = 512
 class Rendered:
     """One rendered scene with everything the labelled file stores per frame."""
 
-    image: np.ndarray      # (480, 640, 3) uint8
-    depth: np.ndarray      # (480, 640) float32 metres, 0 = invalid
+    image: np.ndarray  # (480, 640, 3) uint8
+    depth: np.ndarray  # (480, 640) float32 metres, 0 = invalid
     raw_depth: np.ndarray  # (480, 640) float32 metres, more holes and Kinect-like noise
-    labels: np.ndarray     # (480, 640) uint16 class ids, 1-based into CLASS_NAMES
+    labels: np.ndarray  # (480, 640) uint16 class ids, 1-based into CLASS_NAMES
     instances: np.ndarray  # (480, 640) uint16 instance number within the class
 
 
 def _matlab_header() -> bytes:
     """512-byte userblock with the MATLAB v7.3 text header, as MATLAB writes it."""
-    text = (f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: "
-            f"{datetime.now():%a %b %d %H:%M:%S %Y} HDF5 schema 1.00 .").encode("ascii")
+    text = (
+        f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {datetime.now():%a %b %d %H:%M:%S %Y} HDF5 schema 1.00 ."
+    ).encode("ascii")
     head = text.ljust(116, b" ") + b" " * 8 + b"\x00\x02" + b"IM"
     return head.ljust(_USERBLOCK, b"\x00")
 
@@ -65,15 +65,24 @@ class NYUFileWriter:
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self.h5 = h5py.File(self.tmp, "w", userblock_size=_USERBLOCK)
         h, w = FRAME_SHAPE
-        plan = [("images", (n, 3, w, h), np.uint8, "uint8"),
-                ("depths", (n, w, h), np.float32, "single"),
-                ("rawDepths", (n, w, h), np.float32, "single"),
-                ("labels", (n, w, h), np.uint16, "uint16"),
-                ("instances", (n, w, h), np.uint16, "uint16")]
+        plan = [
+            ("images", (n, 3, w, h), np.uint8, "uint8"),
+            ("depths", (n, w, h), np.float32, "single"),
+            ("rawDepths", (n, w, h), np.float32, "single"),
+            ("labels", (n, w, h), np.uint16, "uint16"),
+            ("instances", (n, w, h), np.uint16, "uint16"),
+        ]
         self.ds = {}
         for key, shape, dtype, mclass in plan:
-            ds = self.h5.create_dataset(key, shape=shape, dtype=dtype, chunks=(1, *shape[1:]),
-                                        compression="gzip", compression_opts=1, shuffle=True)
+            ds = self.h5.create_dataset(
+                key,
+                shape=shape,
+                dtype=dtype,
+                chunks=(1, *shape[1:]),
+                compression="gzip",
+                compression_opts=1,
+                shuffle=True,
+            )
             ds.attrs["MATLAB_class"] = np.bytes_(mclass)
             self.ds[key] = ds
         refs = self.h5.create_group("#refs#")
@@ -105,20 +114,31 @@ class NYUFileWriter:
         os.replace(self.tmp, self.path)
 
 
-def write_nyu_file(path: str | os.PathLike, images: np.ndarray, depths: np.ndarray, *,
-                   raw_depths: np.ndarray | None = None, labels: np.ndarray | None = None,
-                   instances: np.ndarray | None = None, names: Sequence[str] = CLASS_NAMES,
-                   scenes: Sequence[str] | None = None) -> Path:
+def write_nyu_file(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    depths: np.ndarray,
+    *,
+    raw_depths: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    instances: np.ndarray | None = None,
+    names: Sequence[str] = CLASS_NAMES,
+    scenes: Sequence[str] | None = None,
+) -> Path:
     """Write (N, 480, 640, 3) images and (N, 480, 640) depths in the labelled file's layout."""
     path = Path(path)
     images, depths = np.asarray(images), np.asarray(depths, np.float32)
     n = images.shape[0]
     if images.shape[1:] != (*FRAME_SHAPE, 3) or images.dtype != np.uint8:
-        raise ValueError(f"write_nyu_file({path}): images are {images.dtype} {images.shape}; "
-                         f"expected uint8 (N, {FRAME_SHAPE[0]}, {FRAME_SHAPE[1]}, 3)")
+        raise ValueError(
+            f"write_nyu_file({path}): images are {images.dtype} {images.shape}; "
+            f"expected uint8 (N, {FRAME_SHAPE[0]}, {FRAME_SHAPE[1]}, 3)"
+        )
     if depths.shape != (n, *FRAME_SHAPE):
-        raise ValueError(f"write_nyu_file({path}): depths have shape {depths.shape}; expected "
-                         f"({n}, {FRAME_SHAPE[0]}, {FRAME_SHAPE[1]}) to match the images")
+        raise ValueError(
+            f"write_nyu_file({path}): depths have shape {depths.shape}; expected "
+            f"({n}, {FRAME_SHAPE[0]}, {FRAME_SHAPE[1]}) to match the images"
+        )
     zeros = np.zeros(depths.shape, np.uint16)
     raw = depths if raw_depths is None else np.asarray(raw_depths, np.float32)
     lab = zeros if labels is None else np.asarray(labels, np.uint16)

@@ -14,12 +14,16 @@ from depthtune.data.synth import generate_dataset
 logger = logging.getLogger(__name__)
 
 
-def resolve_data(data: str | None, *, synthetic_path: str, synthetic_frames: int, synthetic_seed: int = 0, workers: int = 1) -> Path:
+def resolve_data(
+    data: str | None, *, synthetic_path: str, synthetic_frames: int, synthetic_seed: int = 0, workers: int = 1
+) -> Path:
     """``data`` if given (it must exist), else ``synthetic_path``, generating it when missing."""
     if data:
         path = Path(data)
         if not path.is_file():
-            raise FileNotFoundError(f"data file {path} does not exist; expected nyu_depth_v2_labeled.mat or a file in its layout")
+            raise FileNotFoundError(
+                f"data file {path} does not exist; expected nyu_depth_v2_labeled.mat or a file in its layout"
+            )
         return path
     path = Path(synthetic_path)
     if path.is_file():

@@ -48,12 +48,23 @@ class Splits:
         for name in SPLIT_NAMES:
             indices = self.get(name)
             names = sorted({scenes[i] for i in indices})
-            described[name] = {"frames": int(indices.size), "scenes": len(names), "indices": indices.tolist(), "scene_names": names}
+            described[name] = {
+                "frames": int(indices.size),
+                "scenes": len(names),
+                "indices": indices.tolist(),
+                "scene_names": names,
+            }
         return described
 
 
-def make_splits(scenes: Sequence[str], *, splits_file: str | os.PathLike | None = None,
-                val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Splits:
+def make_splits(
+    scenes: Sequence[str],
+    *,
+    splits_file: str | os.PathLike | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> Splits:
     """Split the frames whose scenes ``scenes`` names (one name per frame) by scene: NYU's
     official split if ``splits_file`` is given, else seeded random."""
     _check_fractions(val_fraction, test_fraction)
@@ -71,9 +82,11 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name}={value}; expected a fraction in [0, 1)")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(f"val_fraction={val_fraction} + test_fraction={test_fraction} = "
-                         f"{val_fraction + test_fraction}; expected a sum below 1 to leave "
-                         "frames for training")
+        raise ValueError(
+            f"val_fraction={val_fraction} + test_fraction={test_fraction} = "
+            f"{val_fraction + test_fraction}; expected a sum below 1 to leave "
+            "frames for training"
+        )
 
 
 def _count(fraction: float, n: int) -> int:
@@ -106,11 +119,17 @@ def _random_splits(frame_scenes: np.ndarray, val_fraction: float, test_fraction:
     n_test, n_val = _count(test_fraction, n), _count(val_fraction, n)
     test, val, train = _draw_scenes(np.arange(n), frame_scenes, [n_test, n_val], seed)
     if train.size < 1:
-        raise ValueError(f"n={n} frames in {len(set(frame_scenes))} scenes are too few for val_fraction={val_fraction} "
-                         f"and test_fraction={test_fraction} drawn by whole scenes; expected enough for at least one "
-                         f"training frame (val {val.size}, test {test.size})")
-    return Splits(train=train, val=val, test=test,
-                  source=f"random by scene(seed={seed}, val={val_fraction}, test={test_fraction})")
+        raise ValueError(
+            f"n={n} frames in {len(set(frame_scenes))} scenes are too few for val_fraction={val_fraction} "
+            f"and test_fraction={test_fraction} drawn by whole scenes; expected enough for at least one "
+            f"training frame (val {val.size}, test {test.size})"
+        )
+    return Splits(
+        train=train,
+        val=val,
+        test=test,
+        source=f"random by scene(seed={seed}, val={val_fraction}, test={test_fraction})",
+    )
 
 
 def _official_splits(frame_scenes: np.ndarray, path: Path, val_fraction: float, seed: int) -> Splits:
@@ -121,56 +140,72 @@ def _official_splits(frame_scenes: np.ndarray, path: Path, val_fraction: float, 
     test = _indices(mat, path, "testNdxs", n)
     overlap = np.intersect1d(train_all, test)
     if overlap.size:
-        raise ValueError(f"{path}: 'trainNdxs' and 'testNdxs' share {overlap.size} frames "
-                         f"(1-based, first {(overlap[:5] + 1).tolist()}); expected disjoint splits")
+        raise ValueError(
+            f"{path}: 'trainNdxs' and 'testNdxs' share {overlap.size} frames "
+            f"(1-based, first {(overlap[:5] + 1).tolist()}); expected disjoint splits"
+        )
     shared = sorted(set(frame_scenes[train_all]) & set(frame_scenes[test]))
     if shared:
-        logger.warning("%s: %d scenes have frames in both trainNdxs and testNdxs (first %s): the official split is "
-                       "not scene-disjoint for this file", path, len(shared), shared[:3])
+        logger.warning(
+            "%s: %d scenes have frames in both trainNdxs and testNdxs (first %s): the official split is "
+            "not scene-disjoint for this file",
+            path,
+            len(shared),
+            shared[:3],
+        )
     n_val = _count(val_fraction, train_all.size)
     val, train = _draw_scenes(train_all, frame_scenes, [n_val], seed)
     if train.size < 1:
-        raise ValueError(f"{path}: 'trainNdxs' holds {train_all.size} frames in {len(set(frame_scenes[train_all]))} scenes, "
-                         f"too few for val_fraction={val_fraction} drawn by whole scenes; expected at least one left for training")
-    return Splits(train=train, val=val, test=test,
-                  source=f"splits.mat:{path} (val by scene={val_fraction}, seed={seed})")
+        raise ValueError(
+            f"{path}: 'trainNdxs' holds {train_all.size} frames in {len(set(frame_scenes[train_all]))} scenes, "
+            f"too few for val_fraction={val_fraction} drawn by whole scenes; expected at least one left for training"
+        )
+    return Splits(
+        train=train, val=val, test=test, source=f"splits.mat:{path} (val by scene={val_fraction}, seed={seed})"
+    )
 
 
 def _load_mat(path: Path) -> dict:
     """Load a MAT v5 file, turning scipy's failures into a message about ``path``."""
     if not path.exists():
-        raise FileNotFoundError(f"splits file {path} does not exist; expected NYU's splits.mat "
-                                "with 'trainNdxs' and 'testNdxs'")
+        raise FileNotFoundError(
+            f"splits file {path} does not exist; expected NYU's splits.mat with 'trainNdxs' and 'testNdxs'"
+        )
     try:
         return scipy.io.loadmat(path)
     except NotImplementedError as exc:
-        raise ValueError(f"{path} is a MATLAB v7.3 (HDF5) file; expected NYU's splits.mat "
-                         "(MAT v5)") from exc
+        raise ValueError(f"{path} is a MATLAB v7.3 (HDF5) file; expected NYU's splits.mat (MAT v5)") from exc
     except Exception as exc:  # scipy fails on foreign bytes with many exception types
-        raise ValueError(f"{path} is not a readable MAT file ({exc}); expected NYU's splits.mat "
-                         "with 'trainNdxs' and 'testNdxs'") from exc
+        raise ValueError(
+            f"{path} is not a readable MAT file ({exc}); expected NYU's splits.mat with 'trainNdxs' and 'testNdxs'"
+        ) from exc
 
 
 def _indices(mat: dict, path: Path, key: str, n: int) -> np.ndarray:
     """Sorted 0-based indices from 1-based column vector ``key``, checked against ``n``."""
     if key not in mat:
         found = sorted(k for k in mat if not k.startswith("__"))
-        raise ValueError(f"{path}: key {key!r} is missing (found {found}); expected NYU's "
-                         "1-based 'trainNdxs' and 'testNdxs'")
+        raise ValueError(
+            f"{path}: key {key!r} is missing (found {found}); expected NYU's 1-based 'trainNdxs' and 'testNdxs'"
+        )
     raw = np.asarray(mat[key])
     values = raw.ravel()
     if values.size == 0 or values.dtype.kind not in "iuf" or not np.all(values == np.round(values)):
-        raise ValueError(f"{path}: key {key!r} holds {raw.dtype} values of shape {raw.shape}; "
-                         "expected a non-empty vector of whole 1-based frame numbers")
+        raise ValueError(
+            f"{path}: key {key!r} holds {raw.dtype} values of shape {raw.shape}; "
+            "expected a non-empty vector of whole 1-based frame numbers"
+        )
     idx = values.astype(np.int64)
     if idx.min() < 1:
-        raise ValueError(f"{path}: key {key!r} has index {idx.min()}; expected 1-based frame "
-                         "numbers >= 1")
+        raise ValueError(f"{path}: key {key!r} has index {idx.min()}; expected 1-based frame numbers >= 1")
     if idx.max() > n:
-        raise ValueError(f"{path}: key {key!r} has index {idx.max()} but the data holds n={n} "
-                         "frames: split larger than the data")
+        raise ValueError(
+            f"{path}: key {key!r} has index {idx.max()} but the data holds n={n} frames: split larger than the data"
+        )
     unique = np.unique(idx)
     if unique.size != idx.size:
-        raise ValueError(f"{path}: key {key!r} lists {idx.size - unique.size} frames more than "
-                         "once; expected each frame at most once")
+        raise ValueError(
+            f"{path}: key {key!r} lists {idx.size - unique.size} frames more than "
+            "once; expected each frame at most once"
+        )
     return unique - 1

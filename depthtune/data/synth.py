@@ -4,9 +4,10 @@ Every consumer loads data through :func:`depthtune.data.nyu.read_nyu`, so demos 
 the same reader as the real 2.8 GB file. A scene is a box room (floor, walls, ceiling) with
 cabinets, tables, beds, boxes, pictures, balls and columns, seen by a pinhole camera with
 NYU-like intrinsics from several poses, as NYU's labelled frames are a few views of each room
-(1449 frames of 464 scenes); the frames of a room share its scene name, which splits keep on one side. Depth is z-depth in metres, as NYU stores it; the image carries the cues a
-CNN uses for depth: perspective, occlusion, Lambertian shading from a ceiling light and a light
-at the camera (falling off with distance), and world-space textures of fixed physical size.
+(1449 frames of 464 scenes); the frames of a room share its scene name, which splits keep on one side.
+Depth is z-depth in metres, as NYU stores it; the image carries the cues a CNN uses for depth:
+perspective, occlusion, Lambertian shading from a ceiling light and a light at the camera (falling
+off with distance), and world-space textures of fixed physical size.
 Frame ``i`` depends only on ``(seed, i, views_per_room)``, so any number of workers writes identical files.
 Workers are spawned processes: a script that calls ``generate_dataset(workers=2)`` needs the
 usual ``if __name__ == "__main__":`` guard. The file is written to a temporary name beside the
@@ -39,6 +40,7 @@ _EPS = 1e-4
 
 # ----------------------------------------------------------------------------- textures
 
+
 def _hash(i: np.ndarray, j: np.ndarray, key: int) -> np.ndarray:
     """Deterministic pseudo-random value in [0, 1] per integer lattice cell."""
     h = i.astype(np.int64) * 0x27D4EB2D + j.astype(np.int64) * 0x165667B1 + key * 0x9E3779B1
@@ -59,8 +61,7 @@ def _noise(u: np.ndarray, v: np.ndarray, scale: float, key: int) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
-def _colour(rng: np.random.Generator, lo: float = 0.15, hi: float = 0.9,
-            saturation: float = 0.5) -> np.ndarray:
+def _colour(rng: np.random.Generator, lo: float = 0.15, hi: float = 0.9, saturation: float = 0.5) -> np.ndarray:
     """Random albedo: a grey level pushed towards a random hue by ``saturation``."""
     grey = rng.uniform(lo, hi)
     hue = rng.uniform(0.0, 1.0, 3)
@@ -134,14 +135,17 @@ def _material(rng: np.random.Generator, kind: str) -> Material:
             t = _noise(u, v, scale, key)[:, None]
             return c1 * (1 - t) + c3 * t
     else:
+
         def tex(u, v):
             low = 0.85 + 0.3 * _noise(u, v, 0.6, key)
             fine = 1 - detail + 2 * detail * _noise(u, v, 0.025, key + 7)
             return c1 * (low * fine)[:, None]
+
     return tex
 
 
 # ------------------------------------------------------------------------------ geometry
+
 
 def _rot_y(a: float) -> np.ndarray:
     """Rotation about the vertical axis."""
@@ -174,7 +178,7 @@ class _Box:
     """Box resting at height ``base`` and rotated by ``yaw`` about the vertical axis."""
 
     centre: np.ndarray  # (x, z) of the footprint centre
-    half: np.ndarray    # half sizes (x, y, z)
+    half: np.ndarray  # half sizes (x, y, z)
     yaw: float
     base: float
     cls: str
@@ -295,6 +299,7 @@ class _Room:
 
 # ---------------------------------------------------------------------------- the scene
 
+
 def _clear_of_camera(obj: _Box | _Cylinder | _Sphere, cam: np.ndarray, room: _Room) -> bool:
     """True when the object's footprint keeps a margin from the camera, lies in front of it, and
     stays inside the room."""
@@ -318,9 +323,11 @@ def _objects(rng: np.random.Generator, room: _Room, cams: list[np.ndarray]) -> l
     objs: list = []
     hw = room.width / 2
     z_range = (max(cam[2] for cam in cams) + 1.2, room.back - 0.3)
-    kinds = rng.choice(["cabinet", "table", "bed", "box", "picture", "ball", "column"],
-                       size=int(rng.integers(3, 11)),
-                       p=[0.22, 0.2, 0.08, 0.18, 0.14, 0.1, 0.08])
+    kinds = rng.choice(
+        ["cabinet", "table", "bed", "box", "picture", "ball", "column"],
+        size=int(rng.integers(3, 11)),
+        p=[0.22, 0.2, 0.08, 0.18, 0.14, 0.1, 0.08],
+    )
     tables: list[_Box] = []
     for kind in kinds:
         for _ in range(12):
@@ -333,8 +340,9 @@ def _objects(rng: np.random.Generator, room: _Room, cams: list[np.ndarray]) -> l
     return objs
 
 
-def _against_wall(rng: np.random.Generator, hw: float, back: float, z_range: tuple,
-                  sx: float, sz: float) -> tuple[np.ndarray, float]:
+def _against_wall(
+    rng: np.random.Generator, hw: float, back: float, z_range: tuple, sx: float, sz: float
+) -> tuple[np.ndarray, float]:
     """Footprint centre and yaw for a box of size (sx, sz) placed against a side or back wall."""
     wall = rng.integers(0, 3)
     if wall == 2:
@@ -345,8 +353,9 @@ def _against_wall(rng: np.random.Generator, hw: float, back: float, z_range: tup
     return np.array([sign * (hw - sz / 2 - 0.01), z]), np.pi / 2
 
 
-def _make_object(rng: np.random.Generator, kind: str, room: _Room, hw: float, z_range: tuple,
-                 tables: list) -> _Box | _Sphere | _Cylinder | None:
+def _make_object(
+    rng: np.random.Generator, kind: str, room: _Room, hw: float, z_range: tuple, tables: list
+) -> _Box | _Sphere | _Cylinder | None:
     """One object of ``kind`` with random size, pose and texture (None if it cannot fit)."""
     tex = _material(rng, str(rng.choice(["plain", "stripes", "checker", "blotches", "planks"])))
     if kind == "cabinet":
@@ -366,8 +375,7 @@ def _make_object(rng: np.random.Generator, kind: str, room: _Room, hw: float, z_
     x, z = rng.uniform(-hw + 0.3, hw - 0.3), rng.uniform(*z_range)
     if kind == "table":
         sx, sy, sz = rng.uniform(0.6, 1.8), rng.uniform(0.4, 0.8), rng.uniform(0.5, 1.0)
-        return _Box(np.array([x, z]), np.array([sx, sy, sz]) / 2, rng.uniform(0, np.pi), 0.0,
-                    kind, tex)
+        return _Box(np.array([x, z]), np.array([sx, sy, sz]) / 2, rng.uniform(0, np.pi), 0.0, kind, tex)
     on = tables[int(rng.integers(len(tables)))] if tables and rng.random() < 0.5 else None
     base = 2 * on.half[1] if on is not None else 0.0
     if on is not None:
@@ -381,19 +389,22 @@ def _make_object(rng: np.random.Generator, kind: str, room: _Room, hw: float, z_
         return _Sphere(np.array([x, base + r, z]), r, kind, tex)
     if on is not None:
         return None
-    return _Cylinder(np.array([x, z]), rng.uniform(0.1, 0.35), rng.uniform(0.4, room.height),
-                     kind, tex)
+    return _Cylinder(np.array([x, z]), rng.uniform(0.1, 0.35), rng.uniform(0.4, room.height), kind, tex)
 
 
 def _room(rng: np.random.Generator) -> _Room:
     """Room size and surface materials."""
-    return _Room(width=rng.uniform(3.0, 7.0), height=rng.uniform(2.4, 3.2),
-                 back=rng.uniform(3.0, 10.0), front=-1.0,
-                 floor_tex=_material(rng, str(rng.choice(["tiles", "planks", "plain"]))),
-                 wall_tex=_material(rng, str(rng.choice(["plain", "stripes", "bricks",
-                                                         "blotches"]))),
-                 ceiling_tex=_material(rng, "plain"),
-                 baseboard=rng.uniform(0.05, 0.14), baseboard_c=_colour(rng, 0.1, 0.9, 0.2))
+    return _Room(
+        width=rng.uniform(3.0, 7.0),
+        height=rng.uniform(2.4, 3.2),
+        back=rng.uniform(3.0, 10.0),
+        front=-1.0,
+        floor_tex=_material(rng, str(rng.choice(["tiles", "planks", "plain"]))),
+        wall_tex=_material(rng, str(rng.choice(["plain", "stripes", "bricks", "blotches"]))),
+        ceiling_tex=_material(rng, "plain"),
+        baseboard=rng.uniform(0.05, 0.14),
+        baseboard_c=_colour(rng, 0.1, 0.9, 0.2),
+    )
 
 
 def _room_hits(room: _Room, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -406,15 +417,15 @@ def _room_hits(room: _Room, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, n
     axis = np.argmin(t, axis=0)
     t_min = np.take_along_axis(t, axis[None], 0)[0]
     positive = np.take_along_axis(d, axis[None], 0)[0] > 0
-    ids = np.select([axis == 1, axis == 0], [np.where(positive, 1, 0), np.where(positive, 3, 2)],
-                    np.where(positive, 4, 5))
+    ids = np.select(
+        [axis == 1, axis == 0], [np.where(positive, 1, 0), np.where(positive, 3, 2)], np.where(positive, 4, 5)
+    )
     return t_min, ids
 
 
 def _room_surface(room: _Room, sid: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Normal and albedo of room surface ``sid`` at points ``p``."""
-    normals = {0: (0, 1, 0), 1: (0, -1, 0), 2: (1, 0, 0), 3: (-1, 0, 0), 4: (0, 0, -1),
-               5: (0, 0, 1)}
+    normals = {0: (0, 1, 0), 1: (0, -1, 0), 2: (1, 0, 0), 3: (-1, 0, 0), 4: (0, 0, -1), 5: (0, 0, 1)}
     n = np.repeat(np.array(normals[sid], np.float32)[:, None], p.shape[1], axis=1)
     if sid == 0:
         return n, room.floor_tex(p[0], p[2])
@@ -444,8 +455,7 @@ def _blobs(rng: np.random.Generator, fraction: float) -> np.ndarray:
 
 def _raw_depth(rng: np.random.Generator, depth: np.ndarray) -> np.ndarray:
     """Kinect-like raw depth: depth-dependent noise, shadows at depth edges, extra holes."""
-    noisy = depth + rng.normal(0, 1, depth.shape).astype(np.float32) * (
-        0.0012 + 0.0019 * (depth - 0.4) ** 2)
+    noisy = depth + rng.normal(0, 1, depth.shape).astype(np.float32) * (0.0012 + 0.0019 * (depth - 0.4) ** 2)
     jump = np.zeros(FRAME_SHAPE, bool)
     jump[:, 1:] = np.abs(np.diff(depth, axis=1)) > 0.05 * depth[:, 1:]
     shadow = jump.copy()
@@ -469,9 +479,16 @@ class _Scene:
 def _scene(rng: np.random.Generator, views: int) -> _Scene:
     """A random room with ``views`` camera positions (standing in the front half, at eye height)."""
     room = _room(rng)
-    cams = [np.array([rng.uniform(-0.3, 0.3) * room.width, rng.uniform(1.0, 1.7), rng.uniform(0.0, 0.6)]) for _ in range(views)]
-    light = (np.array([rng.uniform(-0.4, 0.4) * room.width, room.height - 0.15, rng.uniform(1.0, max(room.back - 0.5, 1.5))]),
-             rng.uniform(0.5, 1.1))
+    cams = [
+        np.array([rng.uniform(-0.3, 0.3) * room.width, rng.uniform(1.0, 1.7), rng.uniform(0.0, 0.6)])
+        for _ in range(views)
+    ]
+    light = (
+        np.array(
+            [rng.uniform(-0.4, 0.4) * room.width, room.height - 0.15, rng.uniform(1.0, max(room.back - 0.5, 1.5))]
+        ),
+        rng.uniform(0.5, 1.1),
+    )
     return _Scene(room, cams, _objects(rng, room, cams), light)
 
 
@@ -480,8 +497,12 @@ def _render(scene: _Scene, view: int, rng: np.random.Generator) -> Rendered:
     sensor noise from ``rng``): image, depth, raw depth, labels and instances."""
     h, w = FRAME_SHAPE
     room, cam, objs = scene.room, scene.cams[view], scene.objs
-    rot = (_rot_y(rng.uniform(-0.3, 0.3)) @ _rot_x(rng.uniform(-0.05, 0.3))
-           @ _rot_z(rng.normal(0, 0.03)) @ np.diag([1.0, -1.0, 1.0]))
+    rot = (
+        _rot_y(rng.uniform(-0.3, 0.3))
+        @ _rot_x(rng.uniform(-0.05, 0.3))
+        @ _rot_z(rng.normal(0, 0.03))
+        @ np.diag([1.0, -1.0, 1.0])
+    )
     d = (rot @ _camera_rays()).astype(np.float32)
 
     t, ids = _room_hits(room, cam, d)
@@ -494,8 +515,7 @@ def _render(scene: _Scene, view: int, rng: np.random.Generator) -> Rendered:
     p = (cam[:, None] + d * t).astype(np.float32)
     normal = np.empty((3, h * w), np.float32)
     albedo = np.empty((h * w, 3), np.float32)
-    cls = np.array([_CLS["floor"], _CLS["ceiling"]] + [_CLS["wall"]] * 4
-                   + [_CLS[o.cls] for o in objs], np.uint16)
+    cls = np.array([_CLS["floor"], _CLS["ceiling"]] + [_CLS["wall"]] * 4 + [_CLS[o.cls] for o in objs], np.uint16)
     inst = np.ones(len(cls), np.uint16)
     inst[2:6] = np.arange(1, 5)
     for k, obj in enumerate(objs):
@@ -511,12 +531,18 @@ def _render(scene: _Scene, view: int, rng: np.random.Generator) -> Rendered:
     depth = t.reshape(h, w)
     invalid = (depth > MAX_DEPTH) | _blobs(rng, rng.uniform(0.005, 0.02))
     depth = np.where(invalid, 0.0, np.maximum(depth, MIN_DEPTH)).astype(np.float32)
-    return Rendered(image=image, depth=depth, raw_depth=_raw_depth(rng, depth),
-                    labels=cls[ids].reshape(h, w), instances=inst[ids].reshape(h, w))
+    return Rendered(
+        image=image,
+        depth=depth,
+        raw_depth=_raw_depth(rng, depth),
+        labels=cls[ids].reshape(h, w),
+        instances=inst[ids].reshape(h, w),
+    )
 
 
-def _shade(rng: np.random.Generator, scene: _Scene, cam: np.ndarray, p: np.ndarray,
-           normal: np.ndarray, albedo: np.ndarray) -> np.ndarray:
+def _shade(
+    rng: np.random.Generator, scene: _Scene, cam: np.ndarray, p: np.ndarray, normal: np.ndarray, albedo: np.ndarray
+) -> np.ndarray:
     """Lambertian light from the room's ceiling light and a light at the camera with distance
     falloff, then the sensor."""
     lights = [
@@ -552,7 +578,9 @@ def _render_index(seed: int, views_per_room: int, i: int) -> Rendered:
     """Frame ``i`` of a dataset with ``seed``: view ``i % views_per_room`` of room
     ``i // views_per_room``; depends on nothing else (the room is rebuilt from its own seed)."""
     room, view = divmod(i, views_per_room)
-    return _render(_scene(np.random.default_rng([seed, room]), views_per_room), view, np.random.default_rng([seed, room, view]))
+    return _render(
+        _scene(np.random.default_rng([seed, room]), views_per_room), view, np.random.default_rng([seed, room, view])
+    )
 
 
 def _frames(seed: int, n: int, views_per_room: int, workers: int, stack: ExitStack) -> Iterator[Rendered]:
@@ -564,8 +592,15 @@ def _frames(seed: int, n: int, views_per_room: int, workers: int, stack: ExitSta
     return pool.imap(job, range(n))
 
 
-def generate_dataset(out: str | os.PathLike, n: int, *, views_per_room: int = 3, seed: int = 0, workers: int = 1,
-                     progress: Callable[[int, int], None] | None = None) -> Path:
+def generate_dataset(
+    out: str | os.PathLike,
+    n: int,
+    *,
+    views_per_room: int = 3,
+    seed: int = 0,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
     """Render ``n`` frames, ``views_per_room`` views of each room (the last room may have fewer),
     into a labelled-file twin at ``out`` (atomic: temp file, then rename)."""
     out = Path(out)
@@ -576,11 +611,9 @@ def generate_dataset(out: str | os.PathLike, n: int, *, views_per_room: int = 3,
     if workers < 1:
         raise ValueError(f"generate_dataset: workers={workers}; expected at least 1")
     if not out.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {out}: directory {out.parent} does not exist; "
-                                "create it first")
+        raise FileNotFoundError(f"cannot write {out}: directory {out.parent} does not exist; create it first")
     if out.is_dir():
-        raise IsADirectoryError(f"cannot write {out}: it is a directory; expected a file path "
-                                "such as synth.mat")
+        raise IsADirectoryError(f"cannot write {out}: it is a directory; expected a file path such as synth.mat")
     start = time.perf_counter()
     scene_names = [scene_name(seed, i, views_per_room) for i in range(n)]
     with ExitStack() as stack:
@@ -590,6 +623,14 @@ def generate_dataset(out: str | os.PathLike, n: int, *, views_per_room: int = 3,
             if progress is not None:
                 progress(i + 1, n)
     elapsed = time.perf_counter() - start
-    log.info("wrote %d synthetic frames of %d rooms (seed %d, %d workers) to %s in %.1f s (%.2f s/frame)",
-             n, len(set(scene_names)), seed, workers, out, elapsed, elapsed / n)
+    log.info(
+        "wrote %d synthetic frames of %d rooms (seed %d, %d workers) to %s in %.1f s (%.2f s/frame)",
+        n,
+        len(set(scene_names)),
+        seed,
+        workers,
+        out,
+        elapsed,
+        elapsed / n,
+    )
     return out

@@ -55,7 +55,9 @@ def normalise_image(image: torch.Tensor) -> torch.Tensor:
     return (image / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def _affine(scale: float, angle_rad: float, shift: tuple[float, float], flip: bool, frame: tuple[int, int]) -> torch.Tensor:
+def _affine(
+    scale: float, angle_rad: float, shift: tuple[float, float], flip: bool, frame: tuple[int, int]
+) -> torch.Tensor:
     """2x3 theta mapping output coords in [-1, 1] to frame coords, rotating in pixel space."""
     height, width = frame
     to_pixels = np.diag([width / 2.0, height / 2.0])

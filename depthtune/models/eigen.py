@@ -71,8 +71,7 @@ def check_input_size(model: str, input_size: Sequence[int], min_side: int) -> tu
         ) from None
     if min(h, w) < min_side:
         raise ValueError(
-            f"{model}: input_size={[h, w]} is too small for the architecture; "
-            f"expected both sides >= {min_side}"
+            f"{model}: input_size={[h, w]} is too small for the architecture; expected both sides >= {min_side}"
         )
     return h, w
 
@@ -115,8 +114,7 @@ def check_image_batch(model: str, x: torch.Tensor, input_size: tuple[int, int]) 
     """Raise ValueError unless `x` is a (B, 3, H, W) batch at the size the model was built for."""
     if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != input_size:
         raise ValueError(
-            f"{model}: input of shape {tuple(x.shape)} does not fit; "
-            f"expected (B, 3, {input_size[0]}, {input_size[1]})"
+            f"{model}: input of shape {tuple(x.shape)} does not fit; expected (B, 3, {input_size[0]}, {input_size[1]})"
         )
 
 
@@ -289,6 +287,8 @@ class Net3(nn.Module):
         feats = self.scale3(x)
         theta = region_theta(self.output_region, self.net12.output_region).to(x.device).expand(x.shape[0], 2, 3)
         grid = F.affine_grid(theta, [x.shape[0], 1, *feats.shape[-2:]], align_corners=False)
-        coarse = F.grid_sample(coarse, grid.to(coarse.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+        coarse = F.grid_sample(
+            coarse, grid.to(coarse.dtype), mode="bilinear", padding_mode="border", align_corners=False
+        )
         refined = self.output(self.refine(torch.cat([feats, coarse], dim=1)))
         return coarse + refined if self.residual else refined

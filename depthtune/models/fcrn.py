@@ -146,7 +146,10 @@ class FCRN(nn.Module):
 
     name = "fcrn"
     predicts = "depth"
-    layer_groups: dict[str, tuple[str, ...]] = {"encoder": ("encoder.",), "decoder": ("bottleneck.", "decoder.", "head.")}
+    layer_groups: dict[str, tuple[str, ...]] = {
+        "encoder": ("encoder.",),
+        "decoder": ("bottleneck.", "decoder.", "head."),
+    }
 
     def __init__(
         self,

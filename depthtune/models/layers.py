@@ -33,8 +33,15 @@ class LayerRow:
         """Markdown cells: name, kind, kernel, stride, padding, channels, output size (h x w)."""
         size = f"{self.output_size[0]}x{self.output_size[1]}" if self.output_size else "-"
         kernel = f"{self.kernel}x{self.kernel}" if self.kernel else "-"
-        return [self.name, self.kind, kernel, str(self.stride or "-"), str(self.padding if self.padding is not None else "-"),
-                str(self.channels), size]
+        return [
+            self.name,
+            self.kind,
+            kernel,
+            str(self.stride or "-"),
+            str(self.padding if self.padding is not None else "-"),
+            str(self.channels),
+            size,
+        ]
 
 
 def _first(value: int | tuple[int, ...]) -> int:
@@ -61,11 +68,29 @@ def layer_rows(model: nn.Module, skip: tuple[str, ...] = ()) -> list[LayerRow]:
         elif isinstance(module, nn.Linear):
             rows.append(LayerRow(name, "full", None, None, None, module.out_features, None))
         elif isinstance(module, nn.Conv2d):
-            rows.append(LayerRow(name, "conv", _first(module.kernel_size), _first(module.stride), _first(module.padding),
-                                 module.out_channels, size))
+            rows.append(
+                LayerRow(
+                    name,
+                    "conv",
+                    _first(module.kernel_size),
+                    _first(module.stride),
+                    _first(module.padding),
+                    module.out_channels,
+                    size,
+                )
+            )
         else:
-            rows.append(LayerRow(name, "pool", _first(module.kernel_size), _first(module.stride), _first(module.padding),
-                                 int(output.shape[1]), size))
+            rows.append(
+                LayerRow(
+                    name,
+                    "pool",
+                    _first(module.kernel_size),
+                    _first(module.stride),
+                    _first(module.padding),
+                    int(output.shape[1]),
+                    size,
+                )
+            )
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, TABLED)]
     try:

@@ -45,7 +45,7 @@ def load_pretrained(
     tensor of `target` must be in the file with its shape, and nothing else, or the error names
     the file, what it should hold and the first offending keys; nothing is copied then."""
     loaded = read_state_dict(model, path, expected)
-    weights = {k[len(prefix):]: v for k, v in loaded.items() if k.startswith(prefix) and not k.startswith(ignored)}
+    weights = {k[len(prefix) :]: v for k, v in loaded.items() if k.startswith(prefix) and not k.startswith(ignored)}
     foreign = [k for k in loaded if not k.startswith(prefix) and not k.startswith(ignored)]
     own = target.state_dict()
     problems = [
@@ -76,7 +76,11 @@ def load_vgg16_features(features: nn.Module, path: str | os.PathLike[str], batch
     ImageNet's fully connected layers, are not Eigen's full1/full2 and are left out)."""
     source = "torchvision's vgg16_bn" if batch_norm else "torchvision's vgg16"
     load_pretrained(
-        features, path, model="net12", prefix="features.", ignored=("classifier.",),
+        features,
+        path,
+        model="net12",
+        prefix="features.",
+        ignored=("classifier.",),
         expected=f"{source} state dict at width 1.0 (batch_norm={batch_norm})",
     )
 
@@ -84,6 +88,9 @@ def load_vgg16_features(features: nn.Module, path: str | os.PathLike[str], batch
 def load_resnet50_encoder(encoder: nn.Module, path: str | os.PathLike[str]) -> None:
     """Load a torchvision ResNet-50 state dict into FCRN's encoder (``fc.*``, the classifier, left out)."""
     load_pretrained(
-        encoder, path, model="fcrn", ignored=("fc.",),
+        encoder,
+        path,
+        model="fcrn",
+        ignored=("fc.",),
         expected="torchvision's resnet50 state dict (width=1.0, blocks=(3, 4, 6, 3))",
     )

@@ -44,7 +44,9 @@ class RunStatusCallback(Callback):
     """Fills in and closes each trial's run. The run is the one named in the trial's results, or
     (for a trial that failed before its first epoch) the run of the sweep tagged with its id."""
 
-    def __init__(self, state_file: Path, max_epochs: int, metric_keys: tuple[str, ...], flush_timeout: float = 600.0) -> None:
+    def __init__(
+        self, state_file: Path, max_epochs: int, metric_keys: tuple[str, ...], flush_timeout: float = 600.0
+    ) -> None:
         self.state_file = state_file
         self.max_epochs = max_epochs
         self.metric_keys = metric_keys
@@ -63,7 +65,9 @@ class RunStatusCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         if TIMESTAMP_KEY in result:
             metrics = {key: result[key] for key in self.metric_keys if key in result}
-            self._reported.setdefault(trial.trial_id, []).append({"timestamp_ms": int(result[TIMESTAMP_KEY]), "metrics": metrics})
+            self._reported.setdefault(trial.trial_id, []).append(
+                {"timestamp_ms": int(result[TIMESTAMP_KEY]), "metrics": metrics}
+            )
 
     def _close(self, trial, status: str) -> None:
         reported = self._reported.pop(trial.trial_id, [])
@@ -73,7 +77,9 @@ class RunStatusCallback(Callback):
         def fill_in_and_finish() -> None:
             state = json.loads(state_file.read_text())
             client = MlflowClient(state["tracking_uri"])
-            found = run_id or find_run(client, state["experiment_id"], {TRIAL_TAG: trial_id, SWEEP_TAG: state["parent_run_id"]})
+            found = run_id or find_run(
+                client, state["experiment_id"], {TRIAL_TAG: trial_id, SWEEP_TAG: state["parent_run_id"]}
+            )
             if not found:
                 logger.warning("trial %s ended (%s) before opening an MLflow run: nothing to close", trial_id, status)
                 return
@@ -93,5 +99,8 @@ class RunStatusCallback(Callback):
     def on_experiment_end(self, trials: list, **info) -> None:
         """The sweep's results are final only once every run is filled in and closed."""
         if self._writer is not None and not self._writer.close(self.flush_timeout):
-            logger.error("some trial runs were not closed: the tracking server did not come back within %.0f s", self.flush_timeout)
+            logger.error(
+                "some trial runs were not closed: the tracking server did not come back within %.0f s",
+                self.flush_timeout,
+            )
         self._writer = None

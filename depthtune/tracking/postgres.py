@@ -169,7 +169,10 @@ class LocalPostgres:
         SQLAlchemy/MLflow. The driver is named because SQLAlchemy 2.1 maps a bare ``postgresql://``
         to psycopg 3, not to the psycopg2 that depthtune's ``platform`` extra installs."""
         self._check_database_name(database)
-        return f"postgresql+psycopg2://{self.user}:{urllib.parse.quote(self.password, safe='')}@{self.host}:{self.port}/{database}"
+        return (
+            f"postgresql+psycopg2://{self.user}:{urllib.parse.quote(self.password, safe='')}"
+            f"@{self.host}:{self.port}/{database}"
+        )
 
     def __repr__(self) -> str:
         return f"LocalPostgres({str(self.directory)!r}, user={self.user!r}, host={self.host!r}, port={self.port})"
@@ -185,7 +188,8 @@ class LocalPostgres:
             probe = subprocess.run(["test", "-x", str(self.directory)], **self._as_server_user())
             if probe.returncode != 0:
                 raise PostgresError(
-                    f"the PostgreSQL server runs as {self.os_user!r} (root is refused) but {self.os_user!r} cannot reach "
+                    f"the PostgreSQL server runs as {self.os_user!r} (root is refused) "
+                    f"but {self.os_user!r} cannot reach "
                     f"{self.directory}: a parent folder is private to root. Use a directory under /tmp or /var/lib, "
                     "or let LocalPostgres create it"
                 )
@@ -203,8 +207,17 @@ class LocalPostgres:
                 handle.write(self.password + "\n")
             self._chown(pwfile)
             command = [
-                self._bin("initdb"), "-D", str(data), "-U", self.user, f"--pwfile={pwfile}",
-                "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C",
+                self._bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                self.user,
+                f"--pwfile={pwfile}",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
             ]
             if self.settings.get("fsync") == "off":
                 command.append("--no-sync")
@@ -212,7 +225,9 @@ class LocalPostgres:
         finally:
             shutil.rmtree(secret_dir, ignore_errors=True)
         if result.returncode != 0:
-            raise PostgresError(f"initdb in {data} failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
+            raise PostgresError(
+                f"initdb in {data} failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}"
+            )
         logger.info("initialised PostgreSQL cluster %s (role %s)", data, self.user)
 
     def running(self) -> bool:
@@ -258,8 +273,14 @@ class LocalPostgres:
         preexec = parent_death_preexec(self.stop_with_parent, signal.SIGINT)  # SIGINT = fast shutdown
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.data_dir,
-                start_new_session=True, preexec_fn=preexec, **self._as_server_user(),
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.data_dir,
+                start_new_session=True,
+                preexec_fn=preexec,
+                **self._as_server_user(),
             )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -268,7 +289,8 @@ class LocalPostgres:
                 self._process = None
                 self._remove_socket_dir()
                 raise PostgresError(
-                    f"postgres for {self.data_dir} exited at start (exit {code}); log {self.log_path}:\n{_log_tail(self.log_path)}"
+                    f"postgres for {self.data_dir} exited at start (exit {code}); "
+                    f"log {self.log_path}:\n{_log_tail(self.log_path)}"
                 )
             if self._ready():
                 break
@@ -330,14 +352,35 @@ class LocalPostgres:
     @staticmethod
     def _check_database_name(name: str) -> None:
         if not _DATABASE_NAME.match(name or ""):
-            raise ValueError(f"database name {name!r}: expected letters, digits and '_' (not starting with a digit), at most 63")
+            raise ValueError(
+                f"database name {name!r}: expected letters, digits and '_' (not starting with a digit), at most 63"
+            )
 
     def _psql(self, sql: str, database: str = "postgres") -> str:
         env = {**os.environ, "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "10"}
         result = subprocess.run(
-            [self._bin("psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", self.host, "-p", str(self.port),
-             "-U", self.user, "-d", database, "-c", sql],
-            capture_output=True, text=True, env=env, timeout=60,
+            [
+                self._bin("psql"),
+                "-X",
+                "-q",
+                "-tA",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                database,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
         )
         if result.returncode != 0:
             raise PostgresError(f"psql on {self.host}:{self.port}/{database} failed: {result.stderr.strip()[-2000:]}")
@@ -360,7 +403,10 @@ class LocalPostgres:
 
 
 def stop_cluster(
-    directory: str | os.PathLike, bin_dir: str | os.PathLike | None = None, os_user: str = "postgres", timeout: float = 30.0
+    directory: str | os.PathLike,
+    bin_dir: str | os.PathLike | None = None,
+    os_user: str = "postgres",
+    timeout: float = 30.0,
 ) -> bool:
     """Stop the postmaster of ``directory/data`` (a :class:`LocalPostgres` directory) with
     ``pg_ctl stop -m fast``, whoever started it; False when none was running."""
@@ -375,7 +421,10 @@ def stop_cluster(
     as_user = _run_as(os_user)
     result = subprocess.run(
         [str(bin_path / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w", "-t", str(int(timeout))],
-        capture_output=True, text=True, cwd=data, **as_user,
+        capture_output=True,
+        text=True,
+        cwd=data,
+        **as_user,
     )
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
@@ -386,4 +435,3 @@ def stop_cluster(
         shutil.rmtree(lines[4], ignore_errors=True)  # the private socket directory start() made
     logger.info("PostgreSQL in %s stopped", data)
     return True
-

@@ -31,7 +31,9 @@ def colorize(depth: np.ndarray, low: float, high: float, colormap: str = "magma_
 
 
 def _shrink(image: np.ndarray, factor: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(image).resize((image.shape[1] // factor, image.shape[0] // factor), Image.BILINEAR))
+    return np.asarray(
+        Image.fromarray(image).resize((image.shape[1] // factor, image.shape[0] // factor), Image.BILINEAR)
+    )
 
 
 def _subsample(depth: np.ndarray, factor: int) -> np.ndarray:
@@ -40,7 +42,9 @@ def _subsample(depth: np.ndarray, factor: int) -> np.ndarray:
     return depth[: height * factor : factor, : width * factor : factor]
 
 
-def prediction_grid(predictor: DepthPredictor, arrays: NYUArrays, indices: list[int], title: str, shrink: int = 2) -> Image.Image:
+def prediction_grid(
+    predictor: DepthPredictor, arrays: NYUArrays, indices: list[int], title: str, shrink: int = 2
+) -> Image.Image:
     """One row per frame in ``indices``: RGB | ground truth | prediction, each ``1/shrink`` size. The
     frames go through the model as one batch and are coloured at the shrunk size: the grid is made
     beside a trial's training."""

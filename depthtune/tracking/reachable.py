@@ -25,8 +25,10 @@ def check_tracking_uri(uri: str, timeout: float = TIMEOUT_S) -> None:
             return
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ValueError(f"tracking server {uri} did not answer within {timeout:.0f} s ({reason}); is it running, "
-                             "and is the URI right (MLFLOW_TRACKING_URI or --tracking-uri)?") from None
+            raise ValueError(
+                f"tracking server {uri} did not answer within {timeout:.0f} s ({reason}); is it running, "
+                "and is the URI right (MLFLOW_TRACKING_URI or --tracking-uri)?"
+            ) from None
     elif parts.scheme in ("sqlite", "file", ""):
         path = Path(parts.path if parts.scheme else uri)
         folder = path.parent if parts.scheme == "sqlite" else path

@@ -92,7 +92,9 @@ def register_version(
     compare_on, new_value = selection
     protocol_json = json.dumps({**protocol, "selection_metric": compare_on}, sort_keys=True)
     all_tags = {
-        **tags, PROTOCOL_TAG: protocol_json, compare_on: f"{new_value:.6g}",
+        **tags,
+        PROTOCOL_TAG: protocol_json,
+        compare_on: f"{new_value:.6g}",
         **{f"test_{k}": f"{v:.6g}" for k, v in test_metrics.items()},
     }
     with tracking_uri(uri):
@@ -104,7 +106,10 @@ def register_version(
     if champion is None:
         alias, reason = CHAMPION, "first version with this name"
     elif champion.tags.get(PROTOCOL_TAG) != protocol_json:
-        alias, reason = CHALLENGER, f"champion v{champion.version} was evaluated under another protocol ({champion.tags.get(PROTOCOL_TAG)})"
+        alias, reason = (
+            CHALLENGER,
+            f"champion v{champion.version} was evaluated under another protocol ({champion.tags.get(PROTOCOL_TAG)})",
+        )
     else:
         old_value = float(champion.tags[compare_on])
         won = _better(compare_on, new_value, old_value)

@@ -99,7 +99,7 @@ def process_group_members(pgid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
             members.append(int(entry))
     return members
@@ -142,7 +142,9 @@ def parent_death_preexec(wanted: bool, sig: int = signal.SIGTERM):
     if not wanted:
         return None
     if threading.current_thread() is not threading.main_thread():
-        logger.info("started off the main thread: the child is not tied to this process's death (it is stopped by stop())")
+        logger.info(
+            "started off the main thread: the child is not tied to this process's death (it is stopped by stop())"
+        )
         return None
     if sig == signal.SIGTERM:
         return _stop_with_parent
@@ -195,15 +197,20 @@ class BasicAuth:
 
     def __post_init__(self) -> None:
         if not self.admin_username or any(c in self.admin_username for c in ":\n\r"):
-            raise ValueError(f"admin username {self.admin_username!r}: expected a non-empty name without ':' or newlines")
+            raise ValueError(
+                f"admin username {self.admin_username!r}: expected a non-empty name without ':' or newlines"
+            )
         if not self.admin_password or len(self.admin_password) < MIN_PASSWORD_LENGTH:
             raise ValueError(
-                f"admin password for {self.admin_username!r}: MLflow's basic-auth needs at least {MIN_PASSWORD_LENGTH} characters"
+                f"admin password for {self.admin_username!r}: "
+                f"MLflow's basic-auth needs at least {MIN_PASSWORD_LENGTH} characters"
             )
         if any(c in self.admin_password for c in "\n\r"):
             raise ValueError("admin password: newlines are not allowed")
         if self.default_permission not in AUTH_PERMISSIONS:
-            raise ValueError(f"default_permission {self.default_permission!r}: expected one of {', '.join(AUTH_PERMISSIONS)}")
+            raise ValueError(
+                f"default_permission {self.default_permission!r}: expected one of {', '.join(AUTH_PERMISSIONS)}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **settings) -> "BasicAuth":
@@ -309,15 +316,17 @@ class TrackingServer:
                 _write_private(key_file, secrets.token_hex(32))
             secret_key = key_file.read_text().strip()
         database_uri = self.auth.database_uri or f"sqlite:///{(directory / 'basic_auth.db').resolve()}"
-        ini = "\n".join([
-            "[mlflow]",
-            f"default_permission = {_ini_value(self.auth.default_permission)}",
-            f"database_uri = {_ini_value(database_uri)}",
-            f"admin_username = {_ini_value(self.auth.admin_username)}",
-            f"admin_password = {_ini_value(self.auth.admin_password)}",
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-            "",
-        ])
+        ini = "\n".join(
+            [
+                "[mlflow]",
+                f"default_permission = {_ini_value(self.auth.default_permission)}",
+                f"database_uri = {_ini_value(database_uri)}",
+                f"admin_username = {_ini_value(self.auth.admin_username)}",
+                f"admin_password = {_ini_value(self.auth.admin_password)}",
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+                "",
+            ]
+        )
         path = directory / "basic_auth.ini"
         _write_private(path, ini)
         return {"MLFLOW_AUTH_CONFIG_PATH": str(path), "MLFLOW_FLASK_SERVER_SECRET_KEY": secret_key}
@@ -340,17 +349,29 @@ class TrackingServer:
         deadline = time.monotonic() + 15
         while not port_bindable(self.host, self.port):  # e.g. a previous server still closing its socket
             if time.monotonic() > deadline:
-                raise RuntimeError(f"cannot start {self._describe()}: {self.host}:{self.port} is in use by another process")
+                raise RuntimeError(
+                    f"cannot start {self._describe()}: {self.host}:{self.port} is in use by another process"
+                )
             time.sleep(0.25)
         command = [
-            sys.executable, "-m", "mlflow", "server",
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
             *self._artifact_args(),
-            "--host", self.host, "--port", str(self.port), "--workers", str(self.workers),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
             *(["--app-name", "basic-auth"] if self.auth else []),
             *self.extra_args,
         ]
         env = dict(os.environ)
-        env["MLFLOW_BACKEND_STORE_URI"] = str(self.backend_store_uri)  # `mlflow server` reads it like --backend-store-uri
+        env["MLFLOW_BACKEND_STORE_URI"] = str(
+            self.backend_store_uri
+        )  # `mlflow server` reads it like --backend-store-uri
         if self.job_execution is not None:
             env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true" if self.job_execution else "false"
         for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_AUTH_CONFIG_PATH"):
@@ -360,8 +381,13 @@ class TrackingServer:
         log_path = self.log_path or Path(os.devnull)
         with open(log_path, "ab") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True, preexec_fn=parent_death_preexec(self.stop_with_parent),
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=parent_death_preexec(self.stop_with_parent),
             )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -369,7 +395,8 @@ class TrackingServer:
                 self._process = None
                 self._remove_auth_files()
                 raise RuntimeError(
-                    f"{self._describe()} exited at start (command {' '.join(command)}); log: {log_path}{_tail(log_path)}"
+                    f"{self._describe()} exited at start (command {' '.join(command)}); "
+                    f"log: {log_path}{_tail(log_path)}"
                 )
             if self.healthy():
                 self._check_admin_login(log_path)
@@ -377,7 +404,9 @@ class TrackingServer:
                 return self
             time.sleep(0.5)
         self.stop()
-        raise TimeoutError(f"mlflow server on {self.uri} did not answer /health in {self.startup_timeout:.0f} s; log: {log_path}")
+        raise TimeoutError(
+            f"mlflow server on {self.uri} did not answer /health in {self.startup_timeout:.0f} s; log: {log_path}"
+        )
 
     def _check_admin_login(self, log_path: Path) -> None:
         if self.auth is None:
@@ -395,8 +424,10 @@ class TrackingServer:
             status = str(exc)
         self.stop()
         raise RuntimeError(
-            f"{self._describe()} started, but the admin user {self.auth.admin_username!r} cannot log in with the configured "
-            f"password (answer: {status}). MLflow uses the configured password only to create the admin on an empty auth "
+            f"{self._describe()} started, but the admin user {self.auth.admin_username!r} "
+            "cannot log in with the configured "
+            f"password (answer: {status}). "
+            "MLflow uses the configured password only to create the admin on an empty auth "
             "database; this one already has the user with another password. Use that password, or change it with "
             f"mlflow.server.get_app_client('basic-auth', ...).update_user_password. Log: {log_path}"
         )

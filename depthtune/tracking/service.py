@@ -64,10 +64,15 @@ def resolve_backend_store_uri(uri: str | None, env: Mapping[str, str] | None = N
     env = os.environ if env is None else env
     uri = uri or env.get(BACKEND_ENV)
     if not uri:
-        raise ValueError(f"no backend store: pass --backend-store-uri or set {BACKEND_ENV} (e.g. postgresql://mlflow@db-host:5432/mlflow)")
+        raise ValueError(
+            f"no backend store: pass --backend-store-uri or set {BACKEND_ENV} "
+            "(e.g. postgresql://mlflow@db-host:5432/mlflow)"
+        )
     parts = urllib.parse.urlsplit(uri)
     if not parts.scheme:
-        raise ValueError(f"backend store {redact_uri(uri)!r}: expected a URI such as postgresql://user@host:5432/mlflow")
+        raise ValueError(
+            f"backend store {redact_uri(uri)!r}: expected a URI such as postgresql://user@host:5432/mlflow"
+        )
     if not _is_postgres(uri) and "+" not in parts.scheme:
         return uri  # sqlite:////abs/path and the like: left exactly as given
     scheme, rest = uri.split("://", 1)
@@ -103,8 +108,12 @@ def ensure_postgres_database(uri: str) -> bool:
         raise ValueError("PostgreSQL backend store needs psycopg2: pip install 'depthtune[platform]'") from None
     url = make_url(uri)
     params = {
-        "host": url.host or "127.0.0.1", "port": url.port or 5432, "user": url.username, "password": url.password,
-        "connect_timeout": 10, **{k: v for k, v in url.query.items() if isinstance(v, str)},
+        "host": url.host or "127.0.0.1",
+        "port": url.port or 5432,
+        "user": url.username,
+        "password": url.password,
+        "connect_timeout": 10,
+        **{k: v for k, v in url.query.items() if isinstance(v, str)},
     }
     where = f"{url.host}:{url.port or 5432}/{url.database}"
     try:
@@ -120,7 +129,9 @@ def ensure_postgres_database(uri: str) -> bool:
             cursor.execute(f'CREATE DATABASE "{url.database}"')
         connection.close()
     except psycopg2.Error as exc:
-        raise ValueError(f"database {where} does not exist and role {url.username!r} cannot create it: {str(exc).strip()}") from None
+        raise ValueError(
+            f"database {where} does not exist and role {url.username!r} cannot create it: {str(exc).strip()}"
+        ) from None
     logger.info("created PostgreSQL database %s", where)
     return True
 
@@ -179,11 +190,14 @@ def _check_host(host: str, auth: bool) -> None:
         logger.warning(
             "binding %s: the tracking server listens on EVERY network interface of this machine%s. On a cluster "
             "bind the head's private IP instead, and reach the UI through an SSH tunnel "
-            "(ssh -L 5000:127.0.0.1:5000 user@head) rather than opening the port", host,
+            "(ssh -L 5000:127.0.0.1:5000 user@head) rather than opening the port",
+            host,
             "" if auth else ", WITHOUT authentication",
         )
     elif not auth:
-        logger.warning("binding %s without authentication: anyone who can reach this address can read and write every run", host)
+        logger.warning(
+            "binding %s without authentication: anyone who can reach this address can read and write every run", host
+        )
 
 
 def _artifacts_destination(value: str) -> str:
@@ -194,14 +208,18 @@ def _artifacts_destination(value: str) -> str:
     return str(path)
 
 
-def build_server(config: ServiceConfig, env: Mapping[str, str] | None = None, stop_with_parent: bool = False) -> TrackingServer:
+def build_server(
+    config: ServiceConfig, env: Mapping[str, str] | None = None, stop_with_parent: bool = False
+) -> TrackingServer:
     """The :class:`TrackingServer` for ``config``: credentials from ``env``, databases checked."""
     env = os.environ if env is None else env
     state_dir = Path(config.state_dir).expanduser().absolute()
     backend = resolve_backend_store_uri(config.backend_store_uri, env)
     auth = None
     if config.auth:
-        auth_database = config.auth_database_uri or env.get(AUTH_DATABASE_ENV) or default_auth_database_uri(backend, state_dir)
+        auth_database = (
+            config.auth_database_uri or env.get(AUTH_DATABASE_ENV) or default_auth_database_uri(backend, state_dir)
+        )
         auth_database = resolve_backend_store_uri(auth_database, env)
         auth = BasicAuth.from_env(env, database_uri=auth_database, default_permission=config.default_permission)
     _check_host(config.host, config.auth)
@@ -211,19 +229,27 @@ def build_server(config: ServiceConfig, env: Mapping[str, str] | None = None, st
         ensure_postgres_database(auth.database_uri)
     extra = ("--allowed-hosts", config.allowed_hosts) if config.allowed_hosts else ()
     return TrackingServer(
-        backend, _artifacts_destination(config.artifacts_destination), proxy_artifacts=True, host=config.host,
-        port=config.port, log_path=state_dir / LOG_FILE, startup_timeout=config.startup_timeout, extra_args=extra,
-        auth=auth, state_dir=state_dir, stop_with_parent=stop_with_parent, workers=config.workers,
+        backend,
+        _artifacts_destination(config.artifacts_destination),
+        proxy_artifacts=True,
+        host=config.host,
+        port=config.port,
+        log_path=state_dir / LOG_FILE,
+        startup_timeout=config.startup_timeout,
+        extra_args=extra,
+        auth=auth,
+        state_dir=state_dir,
+        stop_with_parent=stop_with_parent,
+        workers=config.workers,
     )
 
 
 def _proc_start_time(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rfind(")") + 2:].split()[19])
+        return int(stat[stat.rfind(")") + 2 :].split()[19])
     except (OSError, IndexError, ValueError):
         return None
-
 
 
 def _read_state(state_dir: Path) -> dict | None:
@@ -259,8 +285,15 @@ def _forget(state_dir: Path) -> None:
 
 def _record(server: TrackingServer, config: ServiceConfig, state_dir: Path) -> ServiceStatus:
     status = ServiceStatus(
-        running=True, healthy=True, pid=server.pid, uri=server.uri, log=str(state_dir / LOG_FILE), state_dir=str(state_dir),
-        auth=server.auth is not None, backend=redact_uri(server.backend_store_uri), artifacts=str(server.artifact_root),
+        running=True,
+        healthy=True,
+        pid=server.pid,
+        uri=server.uri,
+        log=str(state_dir / LOG_FILE),
+        state_dir=str(state_dir),
+        auth=server.auth is not None,
+        backend=redact_uri(server.backend_store_uri),
+        artifacts=str(server.artifact_root),
         started=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
     state = {**asdict(status), "proc_start_time": _proc_start_time(server.pid)}
@@ -269,7 +302,9 @@ def _record(server: TrackingServer, config: ServiceConfig, state_dir: Path) -> S
     return status
 
 
-def start_service(config: ServiceConfig, env: Mapping[str, str] | None = None, foreground: bool = False) -> ServiceStatus:
+def start_service(
+    config: ServiceConfig, env: Mapping[str, str] | None = None, foreground: bool = False
+) -> ServiceStatus:
     """Start the tracking server and wait until it answers (with auth: until the admin logs in).
     Detached (default): it keeps running after this process exits; stop it with
     :func:`stop_service`. ``foreground``: serve until SIGINT/SIGTERM, then stop it."""
@@ -334,7 +369,9 @@ def stop_service(state_dir: str | os.PathLike, timeout: float = 30.0) -> bool:
         return False
     pid = state["pid"]
     if not _is_our_server(state):
-        logger.info("pid %d from %s is not a running mlflow server any more: nothing to stop", pid, state_dir / PID_FILE)
+        logger.info(
+            "pid %d from %s is not a running mlflow server any more: nothing to stop", pid, state_dir / PID_FILE
+        )
         _forget(state_dir)
         return False
     if os.getpgid(pid) != pid:
@@ -350,8 +387,13 @@ def stop_service(state_dir: str | os.PathLike, timeout: float = 30.0) -> bool:
 # -- a private PostgreSQL on the head node -------------------------------------------------------
 
 
-def start_postgres(directory: str | os.PathLike, port: int = 5432, user: str = "mlflow", databases: tuple[str, ...] = ("mlflow", AUTH_DATABASE_NAME),
-                   env: Mapping[str, str] | None = None):
+def start_postgres(
+    directory: str | os.PathLike,
+    port: int = 5432,
+    user: str = "mlflow",
+    databases: tuple[str, ...] = ("mlflow", AUTH_DATABASE_NAME),
+    env: Mapping[str, str] | None = None,
+):
     """Start (initialising on first use) a detached :class:`LocalPostgres` in ``directory`` on
     127.0.0.1:``port`` whose role ``user`` has the password ``DEPTHTUNE_DB_PASSWORD``; create
     ``databases``. Returns the running LocalPostgres."""
@@ -364,11 +406,16 @@ def start_postgres(directory: str | os.PathLike, port: int = 5432, user: str = "
     directory = Path(directory).expanduser().absolute()
     postgres = LocalPostgres(directory, password, user=user, port=port, stop_with_parent=False)
     if postgres.running():
-        raise ValueError(f"PostgreSQL in {directory} is already running (pid {postgres.pid}); stop it: depthtune serve postgres stop --dir {directory}")
+        raise ValueError(
+            f"PostgreSQL in {directory} is already running (pid {postgres.pid}); "
+            f"stop it: depthtune serve postgres stop --dir {directory}"
+        )
     postgres.start()
     for name in databases:
         postgres.create_database(name)
-    (directory / POSTGRES_STATE_FILE).write_text(json.dumps({"pid": postgres.pid, "port": port, "user": user, "databases": list(databases)}) + "\n")
+    (directory / POSTGRES_STATE_FILE).write_text(
+        json.dumps({"pid": postgres.pid, "port": port, "user": user, "databases": list(databases)}) + "\n"
+    )
     return postgres
 
 
@@ -403,7 +450,10 @@ def service_config(
     env = os.environ if env is None else env
     artifacts = artifacts_destination or env.get(ARTIFACTS_ENV)
     if not artifacts:
-        raise ValueError(f"no artifact store: pass --artifacts-destination (a shared folder or s3://bucket/path) or set {ARTIFACTS_ENV}")
+        raise ValueError(
+            "no artifact store: pass --artifacts-destination (a shared folder or s3://bucket/path) "
+            f"or set {ARTIFACTS_ENV}"
+        )
     try:
         port = int(port if port is not None else env.get(PORT_ENV) or 5000)
     except ValueError:

@@ -106,7 +106,13 @@ class BackgroundWriter:
             try:
                 write.send()
                 if failures:
-                    logger.info("%s: %s sent after %d retries (%.0f s)", self.name, write.description, failures, time.monotonic() - first_failure)
+                    logger.info(
+                        "%s: %s sent after %d retries (%.0f s)",
+                        self.name,
+                        write.description,
+                        failures,
+                        time.monotonic() - first_failure,
+                    )
                 return
             except Exception as exc:  # whatever the client raises: is_transient decides retry or drop
                 if not is_transient(exc):
@@ -116,5 +122,7 @@ class BackgroundWriter:
                 failures += 1
                 first_failure = first_failure or time.monotonic()
                 if failures == 1:
-                    logger.warning("%s: tracking server unreachable, %s kept for retry: %s", self.name, write.description, exc)
+                    logger.warning(
+                        "%s: tracking server unreachable, %s kept for retry: %s", self.name, write.description, exc
+                    )
                 time.sleep(min(self.max_backoff, 0.5 * 2**failures))
