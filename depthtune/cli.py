@@ -134,7 +134,7 @@ SWEEP_ENVIRONMENT = {
 
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
-    """The sweep flags shared by `depthtune tune` and experiments/tune_*.py."""
+    """The flags of `depthtune tune` (experiments/tune_*.py call it with their model name)."""
     parser.add_argument("--config", help="sweep YAML (default experiments/configs/<model>.yaml)")
     parser.add_argument("--data", help="nyu_depth_v2_labeled.mat or a file in its layout (default: synthetic)")
     parser.add_argument("--splits-file", dest="splits_file", help="NYU splits.mat for the standard Eigen split")
