@@ -12,6 +12,7 @@ from depthtune.config import from_dict
 from depthtune.metrics import higher_is_better
 from depthtune.models import MODEL_NAMES
 from depthtune.paper_settings import PaperSettings, baseline_problems
+from depthtune.profiles import VARIANTS
 from depthtune.search_space import TUNED, ParamRange, parse_search_space
 from depthtune.train import SELECTABLE_METRICS, TrainConfig
 
@@ -116,6 +117,8 @@ class SweepConfig:
         problems = []
         if self.model not in MODEL_NAMES:
             problems.append(f"model={self.model!r}: expected one of {list(MODEL_NAMES)}")
+        if self.variant is not None and self.variant not in VARIANTS:
+            problems.append(f"variant={self.variant!r}: expected one of {sorted(VARIANTS)} or null (the profile's)")
         if self.metric not in SELECTABLE_METRICS:
             problems.append(f"metric={self.metric!r}: expected one of {list(SELECTABLE_METRICS)}")
         for key, choices in (("searcher", SEARCHERS), ("scheduler", SCHEDULERS)):

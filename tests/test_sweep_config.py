@@ -139,3 +139,10 @@ def test_resume_needs_a_sweep_and_a_new_sweep_never_overwrites_one(tmp_path):
     with pytest.raises(FileExistsError, match="a sweep named 'net12-old' already exists"):
         run_sweep(named)
     assert (tmp_path / "net12-old" / STATE_FILE).read_text() == '{"parent_run_id": "abc"}'
+
+
+def test_variant_is_checked_with_the_rest_of_the_config():
+    assert SweepConfig.from_dict(base(variant="paper"), profile="cpu").variant == "paper"
+    assert SweepConfig.from_dict(base(), profile="cpu").variant is None  # the profile's default, chosen at start
+    with pytest.raises(ValueError, match=r"variant='faithful': expected one of \['paper', 'project'\] or null"):
+        SweepConfig.from_dict(base(variant="faithful"), profile="cpu")
