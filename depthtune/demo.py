@@ -1,4 +1,4 @@
-"""The README's main job: data (synthetic unless a file is given) -> Net12 -> Net3 on that Net12
+"""The demo: data (synthetic unless a file is given) -> Net12 -> Net3 on that Net12
 (-> FCRN) -> test-split table against constant-depth baselines, every result under one run folder."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's main command: creates .venv if needed, then runs the demo (extra args go to it).
+# The demo (docs/science.md): creates .venv if needed, then runs it (extra args go to it).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 exec python experiments/demo.py "$@"

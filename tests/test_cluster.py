@@ -115,7 +115,7 @@ def _driver(
     """``depthtune tune net12`` on the cluster, as a user runs it: RAY_ADDRESS and the tracking URI
     from the environment, the shared storage as a flag."""
     # Epochs here last about a second: snapshot Tune's experiment every second (its default is 10 s
-    # or more), or a killed driver's last snapshot may name checkpoints already pruned (README "Faults").
+    # or more), or a killed driver's last snapshot may name checkpoints already pruned (docs/sweeps.md, "Faults").
     env = {
         **cluster.env,
         "RAY_ADDRESS": cluster.address,
