@@ -3,7 +3,7 @@ augmentation, through the DataLoader as ``depthtune.train`` builds it, batch 16)
 and 2 for Net12 and FCRN in the paper configuration, next to the images/s one training step of that
 model consumes on this machine (forward + loss + backward + SGD step, batch 16), as the headroom
 loader/step; (2) the memory of the Ray node (driver, raylet, GCS, workers, object store in shm) while
-1, 2 and 4 trials of ``depthtune.tune.run_sweep`` train at once on the same 1449-frame file: node
+1, 2 and 4 trials of ``depthtune.sweep.driver.run_sweep`` train at once on the same 1449-frame file: node
 PSS, the increment per extra trial and how much of it is the dataset, and each trial worker's RSS
 split into the shared dataset and its private memory. The file (a few dozen synthetic scenes tiled
 to 1449 frames, in the labelled file's layout) is made once under data/.
@@ -38,15 +38,16 @@ from proc_cpu import cpu_seconds, descendants, process_tree
 from shipped import paper_settings
 from torch.utils.data import DataLoader
 
-import depthtune.tune
+import depthtune.sweep.driver
 from depthtune.data import NYUArrays, NYUDepthV2, read_nyu
 from depthtune.data.source import file_sha256
+from depthtune.evaluation import data_splits
 from depthtune.losses import loss_for_model
 from depthtune.models import build, geometry
 from depthtune.profiles import model_config
-from depthtune.sweep_config import SweepConfig
-from depthtune.tracking.server import TrackingServer, embedded_store
-from depthtune.train import TrainConfig, data_splits
+from depthtune.serve.server import TrackingServer, embedded_store
+from depthtune.sweep.config import SweepConfig
+from depthtune.train_config import TrainConfig
 
 log = logging.getLogger("data_path")
 
@@ -389,13 +390,13 @@ def measure_sweep(
     try:
         sampler.start()
         with (
-            mock.patch.object(depthtune.tune, "read_nyu", lambda path: arrays),
-            mock.patch.object(depthtune.tune, "file_sha256", lambda path: digest),
+            mock.patch.object(depthtune.sweep.driver, "read_nyu", lambda path: arrays),
+            mock.patch.object(depthtune.sweep.driver, "file_sha256", lambda path: digest),
             open(console, "w") as out,
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(out),
         ):
-            depthtune.tune.run_sweep(config)
+            depthtune.sweep.driver.run_sweep(config)
     finally:
         sampler.stopped.set()
         sampler.join()

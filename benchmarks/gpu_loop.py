@@ -31,7 +31,8 @@ from nyu_sized import nyu_sized_file
 
 from depthtune.data import NYUArrays, read_nyu
 from depthtune.profiles import model_config
-from depthtune.train import TrainConfig, train
+from depthtune.train import train
+from depthtune.train_config import TrainConfig
 
 logger = logging.getLogger("gpu_loop")
 

@@ -49,7 +49,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from depthtune.losses import loss_for_model
 from depthtune.models import MODEL_NAMES, build, geometry
 from depthtune.profiles import model_config
-from depthtune.train import TrainConfig, training_step
+from depthtune.train import training_step
+from depthtune.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ def train_step(model: nn.Module, name: str, batch: tuple[torch.Tensor, ...], bf1
 
 
 def infer_step(model: nn.Module, image: torch.Tensor, device: torch.device, bf16: bool) -> Callable[[], None]:
-    """One evaluation forward as depthtune.train.evaluate runs it (eval mode, no_grad, autocast)."""
+    """One evaluation forward as depthtune.evaluation.evaluate runs it (eval mode, no_grad, autocast)."""
 
     def step() -> None:
         """Forward pass on the fixed batch."""

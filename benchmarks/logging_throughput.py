@@ -1,6 +1,6 @@
 """Logging throughput: metrics per second that the tracking path sustains from concurrent trials
 (default 8 processes, like 8 Tune trials, each with its own MLflow run under one sweep run), each
-logging the per-epoch metrics dict a trial logs (``depthtune.train.EPOCH_METRICS``: epoch,
+logging the per-epoch metrics dict a trial logs (``depthtune.names.EPOCH_METRICS``: epoch,
 train_loss, val_loss, the nine val_* depth metrics, lr, epoch_seconds, images_per_second). Methods:
 
 - depthtune: what ``run_trial`` does, each epoch queued on the trial's ``BackgroundWriter``, whose
@@ -43,11 +43,11 @@ from pathlib import Path
 from mlflow import MlflowClient
 from proc_cpu import TreeCPUSampler
 
-from depthtune.tracking.postgres import LocalPostgres, find_postgres_bin
+from depthtune.names import EPOCH_METRICS
+from depthtune.serve.postgres import LocalPostgres, find_postgres_bin
+from depthtune.serve.server import TrackingServer, embedded_store
 from depthtune.tracking.runs import RunLogger
-from depthtune.tracking.server import TrackingServer, embedded_store
 from depthtune.tracking.writer import BackgroundWriter
-from depthtune.train import EPOCH_METRICS
 
 logger = logging.getLogger("logging_throughput")
 

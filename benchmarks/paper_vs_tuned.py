@@ -24,9 +24,10 @@ import ray
 from depthtune.config import read_yaml
 from depthtune.data.source import resolve_data
 from depthtune.profiles import resolve_profile
-from depthtune.sweep_config import SweepConfig
-from depthtune.tracking.server import TrackingServer, embedded_store
-from depthtune.tune import SweepOutcome, run_sweep
+from depthtune.serve.server import TrackingServer, embedded_store
+from depthtune.sweep.config import SweepConfig
+from depthtune.sweep.driver import run_sweep
+from depthtune.sweep.summary import SweepOutcome
 
 CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 MODELS = ("net12", "net3", "fcrn")

@@ -53,9 +53,10 @@ from shipped import paper_settings
 from depthtune.data import generate_dataset, read_nyu
 from depthtune.paper_settings import PaperSettings
 from depthtune.profiles import model_config
-from depthtune.sweep_config import SweepConfig
-from depthtune.train import TrainConfig, train
-from depthtune.tune import run_sweep
+from depthtune.sweep.config import SweepConfig
+from depthtune.sweep.driver import run_sweep
+from depthtune.train import train
+from depthtune.train_config import TrainConfig
 
 SPACE = {
     "lr": {"type": "loguniform", "low": 0.003, "high": 0.05},

@@ -13,6 +13,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from depthtune.serve.processes import process_stat
+
 TICKS = os.sysconf("SC_CLK_TCK")
 ROLES = (  # first match wins: PostgreSQL backends name their database (e.g. mlflow_cluster) on the command line
     ("postgres", "postgresql"),
@@ -35,10 +37,10 @@ def process_tree(root: int) -> list[tuple[int, int]]:
     children: dict[int, list[int]] = defaultdict(list)
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
+            fields = process_stat(entry.name)
+            if not fields:
                 continue
+            parent = int(fields[1])
             children[parent].append(int(entry.name))
     found, stack = [], [(root, 0)]
     while stack:
@@ -55,11 +57,8 @@ def descendants(root: int) -> list[int]:
 
 def cpu_seconds(pid: int) -> float | None:
     """utime + stime of ``pid`` (its threads included), or None once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    fields = process_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / TICKS if fields else None
 
 
 def scheduling(pid: int) -> dict[int, tuple[float, float, int]]:

@@ -29,11 +29,11 @@ from mlflow import MlflowClient
 from shipped import paper_settings
 
 from depthtune.data import generate_dataset
-from depthtune.metrics import higher_is_better
-from depthtune.sweep_config import SweepConfig
+from depthtune.names import metric_mode
+from depthtune.serve.server import TrackingServer, embedded_store
+from depthtune.sweep.config import SweepConfig
+from depthtune.sweep.driver import run_sweep
 from depthtune.tracking.runs import SWEEP_TAG
-from depthtune.tracking.server import TrackingServer, embedded_store
-from depthtune.tune import run_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def sweep_trace(
 ) -> Trace:
     """Every epoch each trial of the sweep reported, in the order they ended, as a running minimum."""
     runs = client.search_runs([experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_run_id}'", max_results=10_000)
-    sign = -1.0 if higher_is_better(metric) else 1.0
+    sign = -1.0 if metric_mode(metric) == "max" else 1.0
     epochs = sorted(
         (m.timestamp, sign * m.value) for run in runs for m in client.get_metric_history(run.info.run_id, metric)
     )

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from depthtune.config import read_yaml
-from depthtune.models import MODEL_NAMES
-from depthtune.sweep_errors import SweepInterrupted
+from depthtune.names import MODEL_NAMES
+from depthtune.sweep.errors import SweepInterrupted
 
 logger = logging.getLogger("depthtune")
 
@@ -349,7 +349,8 @@ def _split(args: argparse.Namespace) -> None:
     import json
 
     from depthtune.data import read_nyu_scenes
-    from depthtune.train import TrainConfig, data_splits
+    from depthtune.evaluation import data_splits
+    from depthtune.train_config import TrainConfig
 
     scenes = read_nyu_scenes(args.file)
     config = TrainConfig.from_dict(
@@ -374,7 +375,7 @@ def _synth(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from depthtune.profiles import model_setup
     from depthtune.runner import run_training
-    from depthtune.train import TrainConfig
+    from depthtune.train_config import TrainConfig
 
     setup = model_setup(args.profile, args.model, args.variant)
     values: dict[str, Any] = {"model": args.model, "model_cfg": setup.model_cfg, "lr_multipliers": setup.lr_multipliers}
@@ -397,8 +398,9 @@ def _train(args: argparse.Namespace) -> None:
 def run_tune(args: argparse.Namespace) -> None:
     """Sweep ``args.model`` with the YAML config and flag overrides; print the summary."""
     from depthtune.profiles import resolve_profile
-    from depthtune.sweep_config import SweepConfig
-    from depthtune.tune import run_sweep, summary_text
+    from depthtune.sweep.config import SweepConfig
+    from depthtune.sweep.driver import run_sweep
+    from depthtune.sweep.summary import summary_text
 
     path = Path(args.config) if args.config else EXPERIMENTS / "configs" / f"{args.model}.yaml"
     values = read_yaml(path)
@@ -426,7 +428,7 @@ def _predict(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from depthtune.images import check_against_input, read_rgb
-    from depthtune.loading import load_model
+    from depthtune.tracking.loading import load_model
 
     out = Path(args.out)
     if out.suffix not in (".npy", ".png"):
@@ -457,7 +459,7 @@ def _dashboard(args: argparse.Namespace) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from depthtune.dashboards.sweep import write_sweep_dashboard
+    from depthtune.dashboards.sweep_page import write_sweep_dashboard
     from depthtune.dashboards.sweep_record import load_sweep
 
     client = MlflowClient(args.tracking_uri or mlflow.get_tracking_uri())
@@ -473,7 +475,7 @@ def _dashboard(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     import mlflow
 
-    from depthtune.dashboards.compare import run_compare
+    from depthtune.dashboards.comparison_page import run_compare
 
     uri = args.tracking_uri or mlflow.get_tracking_uri()
     path, run_id = run_compare(uri, args.models or None, args.out, args.data, args.protocol)
@@ -491,7 +493,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from depthtune.tracking import service
+    from depthtune.serve import service
 
     try:
         if args.serve_command == "start":

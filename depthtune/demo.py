@@ -15,11 +15,11 @@ from depthtune.baselines import constant_baselines
 from depthtune.config import from_dict
 from depthtune.data import read_nyu
 from depthtune.data.source import resolve_data
-from depthtune.metrics import METRIC_NAMES
-from depthtune.models import MODEL_NAMES
+from depthtune.evaluation import data_splits
+from depthtune.names import METRIC_NAMES, MODEL_NAMES
 from depthtune.profiles import model_setup, resolve_profile, resolve_variant
 from depthtune.runner import RunOutcome, run_training
-from depthtune.train import TrainConfig, data_splits
+from depthtune.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 

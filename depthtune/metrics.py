@@ -22,32 +22,14 @@ import torch.nn.functional as F
 
 from depthtune.data.transforms import FRAME_SHAPE, eval_region
 from depthtune.models.geometry import FULL_REGION, Region, region_theta
-
-METRIC_NAMES: tuple[str, ...] = (
-    "abs_rel",
-    "sq_rel",
-    "rmse",
-    "rmse_log",
-    "log10",
-    "delta1",
-    "delta2",
-    "delta3",
-    "si_log",
-)
-LOWER_IS_BETTER: frozenset[str] = frozenset(METRIC_NAMES) - {"delta1", "delta2", "delta3"}
-
-
-def higher_is_better(metric: str) -> bool:
-    """The delta accuracies go up; errors and losses go down. ``metric`` may carry the ``val_``
-    or ``test_`` prefix of an epoch's or a registered version's metrics."""
-    return metric.removeprefix("val_").removeprefix("test_") not in LOWER_IS_BETTER | {"loss"}
+from depthtune.names import METRIC_NAMES, metric_mode
 
 
 def relative_gain(metric: str, value: float, reference: float) -> float:
     """How much better ``value`` is than ``reference``, as a fraction of the reference (positive:
     better, whichever direction the metric improves in); NaN for a reference of 0 (a delta
     accuracy of a model that never got a pixel within the threshold), where no fraction exists."""
-    change = (value - reference) if higher_is_better(metric) else (reference - value)
+    change = (value - reference) if metric_mode(metric) == "max" else (reference - value)
     return change / abs(reference) if reference else math.nan
 
 
@@ -170,14 +152,6 @@ def metrics_from_sums(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         "si_log": (mean["log_sq"] - mean["log"].pow(2)).clamp_min(0).sqrt(),
     }
     return {name: torch.where(n == 0, torch.full_like(v, float("nan")), v) for name, v in result.items()}
-
-
-def per_image_metrics(pred: torch.Tensor, gt: torch.Tensor, protocol: EvalProtocol) -> dict[str, torch.Tensor]:
-    """Every metric for each image of (B,H,W) prediction and ground truth in metres -> {name: (B,)}.
-
-    Images without any valid pixel get NaN so that callers can skip them explicitly.
-    """
-    return metrics_from_sums(per_image_sums(pred, gt, protocol))
 
 
 class MetricAccumulator:

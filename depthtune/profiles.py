@@ -11,8 +11,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 logger = logging.getLogger(__name__)
 
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
@@ -77,6 +75,8 @@ def resolve_profile(profile: str, cluster: bool = False) -> str:
     """'auto' -> 'paper' when a GPU is visible or the sweep goes to a Ray ``cluster`` (whose GPU
     workers may not have started yet), else 'cpu'; other names are checked."""
     if profile == "auto":
+        import torch  # only to guess the profile: reading a config stays torch-free
+
         chosen = "paper" if cluster or torch.cuda.is_available() else "cpu"
         reason = "Ray cluster" if cluster else "GPU visible" if chosen == "paper" else "no GPU: small models"
         logger.info("profile 'auto' -> %r (%s)", chosen, reason)

@@ -1,5 +1,6 @@
 """A bare (non-Tune) training run on disk: config, per-epoch metrics, checkpoints, and the best
-checkpoint's test-split evaluation, all under one run directory."""
+checkpoint's test-split evaluation, all under one run directory. A Net3's Net12 (a checkpoint path or a
+registered model) is resolved here, so the training loop only ever sees modules."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from pathlib import Path
 import yaml
 from torch import nn
 
-from depthtune.checkpoints import model_from_checkpoint
 from depthtune.data import NYUArrays, read_nyu
-from depthtune.metrics import EIGEN_PROTOCOL, EvalProtocol
+from depthtune.evaluation import evaluate_checkpoint
 from depthtune.storage_check import check_room, checkpoint_bytes
-from depthtune.train import TrainConfig, TrainResult, data_splits, evaluate, evaluation_loader, pick_device, train
+from depthtune.tracking.lineage import resolve_base_model
+from depthtune.train import TrainResult, train
+from depthtune.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -27,32 +29,6 @@ class RunOutcome:
     run_dir: Path
     result: TrainResult
     test_metrics: dict[str, float]
-
-
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    config: TrainConfig,
-    arrays: NYUArrays,
-    split: str = "test",
-    protocol: EvalProtocol = EIGEN_PROTOCOL,
-) -> dict[str, float]:
-    """Every depth metric of a checkpoint on one split of ``arrays`` under ``protocol``."""
-    return evaluate_model(model_from_checkpoint(checkpoint, expected=config.model), config, arrays, split, protocol)
-
-
-def evaluate_model(
-    model: nn.Module,
-    config: TrainConfig,
-    arrays: NYUArrays,
-    split: str = "test",
-    protocol: EvalProtocol = EIGEN_PROTOCOL,
-) -> dict[str, float]:
-    """Every depth metric of a model on one split of ``arrays`` (split as ``config`` defines it)."""
-    device = pick_device(config.device)
-    loader = evaluation_loader(
-        arrays, data_splits(config, arrays.scenes), split, config.model, dict(model.config), config.eval_batch_size
-    )
-    return evaluate(model.to(device), loader, device, protocol=protocol, bf16=config.bf16)
 
 
 def run_training(
@@ -79,7 +55,12 @@ def run_training(
         with metrics_file.open("a") as out:
             out.write(json.dumps({**metrics, "checkpoint": str(checkpoint_dir) if checkpoint_dir else None}) + "\n")
 
-    result = train(config, run_dir / "checkpoints", arrays=arrays, on_epoch=record, resume_from=resume_from)
+    net12 = None
+    if config.model == "net3" and resume_from is None:
+        net12 = resolve_base_model(config.net12_checkpoint, None, expected="net12").module()
+    result = train(
+        config, run_dir / "checkpoints", arrays=arrays, on_epoch=record, resume_from=resume_from, net12=net12
+    )
     test_metrics = evaluate_checkpoint(result.best_checkpoint, config, arrays)
     (run_dir / "test_metrics.json").write_text(
         json.dumps({"checkpoint": str(result.best_checkpoint), "epoch": result.best_epoch, **test_metrics}, indent=2)

@@ -15,8 +15,9 @@ import torch
 os.environ["DO_NOT_TRACK"] = "true"
 
 from depthtune.data import generate_dataset, read_nyu
-from depthtune.sweep_config import SweepConfig
-from depthtune.tune import SweepOutcome, run_sweep
+from depthtune.sweep.config import SweepConfig
+from depthtune.sweep.driver import run_sweep
+from depthtune.sweep.summary import SweepOutcome
 from local_cluster import write_ray_token
 
 TINY = {
@@ -154,7 +155,7 @@ def require_postgres() -> Path:
     the reason; with DEPTHTUNE_REQUIRE_POSTGRES=1 (CI) a missing PostgreSQL fails it instead."""
     import importlib.util
 
-    from depthtune.tracking.postgres import find_postgres_bin
+    from depthtune.serve.postgres import find_postgres_bin
 
     bin_dir = find_postgres_bin()
     problem = None
@@ -181,7 +182,7 @@ def postgres():
     import shutil
     import tempfile
 
-    from depthtune.tracking.postgres import LocalPostgres
+    from depthtune.serve.postgres import LocalPostgres
 
     bin_dir = require_postgres()
     # Under /tmp rather than pytest's tmp_path: when we are root the server runs as the `postgres`

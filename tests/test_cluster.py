@@ -20,7 +20,8 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import PAPER_SETTINGS, SEARCH_SPACE, TINY
-from depthtune.tracking.server import BasicAuth, TrackingServer
+from depthtune.serve.auth import BasicAuth
+from depthtune.serve.server import TrackingServer
 from local_cluster import LocalRayCluster
 
 pytestmark = pytest.mark.slow

@@ -14,18 +14,18 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from depthtune.dashboards.compare import (
+from depthtune.dashboards.comparison_page import (
     Comparison,
     build_comparison,
     comparison_figures,
     log_comparison,
     write_comparison_dashboard,
 )
-from depthtune.dashboards.comparison import DEPTH_BINS, ModelEntry, check_same_protocol
+from depthtune.dashboards.model_evaluation import DEPTH_BINS, ModelEntry, check_same_protocol
 from depthtune.dashboards.published import PUBLISHED, PUBLISHED_MARK
-from depthtune.dashboards.sweep import sweep_figures, versus_paper_note
+from depthtune.dashboards.sweep_page import IMPORTANCE_EVALUATOR, sweep_figures, versus_paper_note
 from depthtune.dashboards.sweep_record import load_sweep
-from depthtune.tune import DASHBOARD_FILE
+from depthtune.sweep.driver import DASHBOARD_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def test_sweep_dashboard_is_written_logged_and_self_contained(sweep_dashboard):
 def test_sweep_dashboard_content(sweep_dashboard):
     _, outcome, record = sweep_dashboard
     assert len(record.trials) == outcome.trials == 4
-    figures = sweep_figures(record)
+    figures, importance_note = sweep_figures(record)
     (parcoords,) = figures["parallel_coordinates"].data
     assert parcoords.type == "parcoords" and len(parcoords.line.color) == 4
     assert [d.label for d in parcoords.dimensions][:4] == ["lr (log)", "momentum", "step_size", "grad_weight"]
@@ -99,6 +99,7 @@ def test_sweep_dashboard_content(sweep_dashboard):
     ) and "Gain of tuning over the paper's settings" in versus_paper_note(record)
     (bars,) = figures["importance"].data
     assert bars.type == "bar" and (set(bars.y) == set(record.space) or len(record.finished()) < 2)
+    assert importance_note.startswith(IMPORTANCE_EVALUATOR if len(bars.y) else "Needs at least 2 trials")
     scatter = figures["scatter"]
     assert [t.type for t in scatter.data] == ["scatter"] * 4 and scatter.layout.xaxis.type == "log"
     (table,) = figures["top_trials"].data

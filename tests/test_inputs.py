@@ -22,10 +22,10 @@ from conftest import TINY
 from depthtune.images import check_against_input, read_rgb
 from depthtune.models import build
 from depthtune.predictor import DepthPredictor, save_model_files
+from depthtune.serve.processes import free_port
 from depthtune.storage_check import check_room, checkpoint_bytes
 from depthtune.tracking.reachable import check_tracking_uri
-from depthtune.tracking.server import free_port
-from depthtune.train import TrainConfig
+from depthtune.train_config import TrainConfig
 
 
 @pytest.mark.parametrize(

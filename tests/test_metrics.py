@@ -12,7 +12,6 @@ from depthtune.metrics import (
     LAINA_PROTOCOL,
     EvalProtocol,
     MetricAccumulator,
-    per_image_metrics,
     to_frame,
     valid_mask,
 )
@@ -20,10 +19,18 @@ from depthtune.metrics import (
 NO_CROP = EvalProtocol(crop="none")
 
 
+def image_metrics(pred: torch.Tensor, gt: torch.Tensor, protocol: EvalProtocol) -> dict[str, float]:
+    """Every metric of one (1,H,W) image, as evaluation computes it: through the accumulator."""
+    assert pred.shape[0] == 1, "one image: per-image and pooled values are then the same"
+    accumulator = MetricAccumulator(protocol)
+    accumulator.update(pred, gt)
+    return accumulator.compute()
+
+
 def test_hand_computed_values():
     pred = torch.tensor([[1.0, 2.0, 4.0, 5.0]])
     gt = torch.tensor([[2.0, 2.0, 2.0, 0.0]])  # the last pixel is invalid
-    m = {k: float(v[0]) for k, v in per_image_metrics(pred, gt, NO_CROP).items()}
+    m = image_metrics(pred, gt, NO_CROP)
     assert m["abs_rel"] == pytest.approx((0.5 + 0 + 1.0) / 3)
     assert m["sq_rel"] == pytest.approx((1 / 2 + 0 + 4 / 2) / 3)
     assert m["rmse"] == pytest.approx(math.sqrt((1 + 0 + 4) / 3))
@@ -39,22 +46,22 @@ def test_hand_computed_values():
 def test_delta_thresholds():
     gt = torch.full((1, 3), 2.0)
     pred = torch.tensor([[2.4, 3.0, 1.1]])  # ratios 1.2, 1.5, 1.82
-    m = per_image_metrics(pred, gt, NO_CROP)
-    assert [float(m[k][0]) for k in ("delta1", "delta2", "delta3")] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    m = image_metrics(pred, gt, NO_CROP)
+    assert [m[k] for k in ("delta1", "delta2", "delta3")] == pytest.approx([1 / 3, 2 / 3, 1.0])
 
 
 def test_predictions_are_clamped_to_the_depth_cap():
     pred = torch.tensor([[30.0, 0.0]])
     gt = torch.tensor([[10.0, 1.0]])
-    m = per_image_metrics(pred, gt, NO_CROP)
+    m = image_metrics(pred, gt, NO_CROP)
     # 30 -> 10 (exact), 0 -> 1e-3 -> abs rel 0.999
-    assert float(m["abs_rel"][0]) == pytest.approx((0 + 0.999) / 2)
+    assert m["abs_rel"] == pytest.approx((0 + 0.999) / 2)
 
 
 def test_ground_truth_beyond_cap_or_nan_is_ignored():
     pred = torch.tensor([[2.0, 2.0, 2.0]])
     gt = torch.tensor([[2.0, 12.0, float("nan")]])
-    assert float(per_image_metrics(pred, gt, NO_CROP)["abs_rel"][0]) == 0.0
+    assert image_metrics(pred, gt, NO_CROP)["abs_rel"] == 0.0
 
 
 def test_eigen_crop_mask():
@@ -64,7 +71,7 @@ def test_eigen_crop_mask():
     assert bool(mask[0, 45, 41]) and not bool(mask[0, 44, 41]) and not bool(mask[0, 471, 100])
     errors = torch.full((1, 480, 640), 5.0)
     errors[0, EIGEN_CROP[0], EIGEN_CROP[1]] = 1.0
-    assert float(per_image_metrics(errors, gt, EvalProtocol())["abs_rel"][0]) == 0.0
+    assert image_metrics(errors, gt, EvalProtocol())["abs_rel"] == 0.0
 
 
 def test_eigen_crop_requires_full_frame():
@@ -96,9 +103,10 @@ def test_accumulator_averages_per_image_and_skips_empty_images():
 def test_perfect_prediction():
     rng = np.random.default_rng(0)
     gt = torch.tensor(rng.uniform(0.7, 10, size=(2, 480, 640)))
-    m = per_image_metrics(gt.clone(), gt, EvalProtocol())
-    assert all(float(m[k].max()) == pytest.approx(0.0, abs=1e-12) for k in ("abs_rel", "rmse", "rmse_log", "si_log"))
-    assert float(m["delta1"].min()) == 1.0
+    for image in gt.split(1):
+        m = image_metrics(image.clone(), image, EvalProtocol())
+        assert all(m[k] == pytest.approx(0.0, abs=1e-12) for k in ("abs_rel", "rmse", "rmse_log", "si_log"))
+        assert m["delta1"] == 1.0
 
 
 def test_protocol_validation():

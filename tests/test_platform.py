@@ -21,9 +21,12 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from conftest import require_postgres
-from depthtune.tracking import service
-from depthtune.tracking.postgres import LocalPostgres
-from depthtune.tracking.server import BasicAuth, TrackingServer, free_port, process_group_members, redact_uri
+from depthtune.serve import service
+from depthtune.serve.auth import BasicAuth
+from depthtune.serve.postgres import LocalPostgres
+from depthtune.serve.processes import free_port, process_group_members
+from depthtune.serve.server import TrackingServer
+from depthtune.serve.uris import redact_uri
 
 ADMIN = "depthtune-admin"
 

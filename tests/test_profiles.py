@@ -7,7 +7,8 @@ import torch
 
 from depthtune.models import build
 from depthtune.profiles import EIGEN_NET3_RATES, EIGEN_NET12_RATES, model_setup, resolve_variant
-from depthtune.train import TrainConfig, build_model, parameter_groups
+from depthtune.train import build_model, parameter_groups
+from depthtune.train_config import TrainConfig
 
 
 def test_the_paper_profile_builds_the_papers_networks_and_rates():

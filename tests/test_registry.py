@@ -15,12 +15,12 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import TINY
-from depthtune.loading import load_model, parse_reference
 from depthtune.models import build
 from depthtune.predictor import DepthPredictor
+from depthtune.serve.server import TrackingServer, embedded_store
+from depthtune.tracking.loading import load_model, parse_reference
 from depthtune.tracking.registry import log_depth_model, register_version
 from depthtune.tracking.runs import RunLogger
-from depthtune.tracking.server import TrackingServer, embedded_store
 
 PROTOCOL = {"split": "random(seed=0)", "crop": "eigen", "max_depth": 10.0}
 

@@ -10,7 +10,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from conftest import SEARCH_SPACE, sweep_config
 from depthtune.search_space import optuna_space, parse_search_space
-from depthtune.searcher import (
+from depthtune.sweep.searcher import (
     BudgetAwareOptunaSearch,
     describe_search,
     search_algorithm,

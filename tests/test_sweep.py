@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 
 from conftest import PAPER_SETTINGS, SEARCH_SPACE, SWEEP_SPACE, run_in, sweep_config
 from depthtune.checkpoints import load_checkpoint
-from depthtune.loading import load_model
-from depthtune.tune import summary_text
+from depthtune.sweep.summary import summary_text
+from depthtune.tracking.loading import load_model
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import PAPER_SETTINGS, SEARCH_SPACE, SWEEP_SPACE
-from depthtune.sweep_config import SweepConfig
+from depthtune.sweep.config import SweepConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 
@@ -127,8 +127,8 @@ def test_shipped_loader_workers_fit_in_a_trials_cpus(profile):
 
 def test_resume_needs_a_sweep_and_a_new_sweep_never_overwrites_one(tmp_path):
     """Both refusals come before any data, server or Ray is touched."""
-    from depthtune.sweep_state import STATE_FILE
-    from depthtune.tune import run_sweep
+    from depthtune.sweep.driver import run_sweep
+    from depthtune.sweep.state import STATE_FILE
 
     config = SweepConfig.from_dict(base(storage_path=str(tmp_path)), profile="cpu")
     with pytest.raises(FileNotFoundError, match="nothing to resume: no net12 sweep under"):

@@ -16,7 +16,7 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import PAPER_SETTINGS, SWEEP_SPACE, TINY
-from depthtune.tracking.server import free_port
+from depthtune.serve.processes import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ def test_a_killed_driver_leaves_no_local_tracking_server_behind(tmp_path):
     server's whole process group goes too. (Killing and resuming the driver itself is tested on the
     multi-node cluster, tests/test_cluster.py.)"""
     script = (
-        "import sys, time; from depthtune.tracking.server import TrackingServer, embedded_store;"
+        "import sys, time; from depthtune.serve.server import TrackingServer, embedded_store;"
         "server = TrackingServer(*embedded_store(sys.argv[1])).start(); print(server.pid, flush=True); time.sleep(600)"
     )
     driver = subprocess.Popen(

@@ -10,7 +10,7 @@ import pytest
 
 from depthtune.data.nyu import read_nyu
 from depthtune.data.nyu_writer import CLASS_NAMES, FRAME_SHAPE, write_nyu_file
-from depthtune.data.synth import MAX_DEPTH, MIN_DEPTH, generate_dataset, render_scene
+from depthtune.data.synth import MAX_DEPTH, MIN_DEPTH, generate_dataset
 
 
 def _text(h5: h5py.File, ref) -> str:
@@ -27,15 +27,25 @@ def _contents(path: Path) -> dict[str, object]:
     return out
 
 
+def _frame(path: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image and depth of the one frame of a dataset generated with ``seed``, as read_nyu reads them."""
+    arrays = read_nyu(generate_dataset(path, 1, seed=seed))
+    return arrays.images[0], arrays.depths[0]
+
+
 @pytest.fixture(scope="module")
-def scene() -> tuple[np.ndarray, np.ndarray]:
-    return render_scene(np.random.default_rng(0))
+def scene(tmp_path_factory) -> tuple[np.ndarray, np.ndarray, dict[str, np.dtype]]:
+    path = tmp_path_factory.mktemp("scene") / "one.mat"
+    image, depth = _frame(path, seed=0)
+    with h5py.File(path, "r") as h5:
+        stored = {key: h5[key].dtype for key in ("images", "depths")}
+    return image, depth, stored
 
 
 def test_scene_is_plausible(scene):
-    image, depth = scene
-    assert image.shape == (*FRAME_SHAPE, 3) and image.dtype == np.uint8
-    assert depth.shape == FRAME_SHAPE and depth.dtype == np.float32
+    image, depth, stored = scene
+    assert stored == {"images": np.uint8, "depths": np.float32}  # NYU stores depth as MATLAB single
+    assert image.shape == (*FRAME_SHAPE, 3) and depth.shape == FRAME_SHAPE
     valid = depth > 0
     assert np.all((depth[valid] >= MIN_DEPTH) & (depth[valid] <= MAX_DEPTH))
     assert 0.003 < 1 - valid.mean() < 0.1
@@ -43,10 +53,10 @@ def test_scene_is_plausible(scene):
     assert image.std() > 10 and len(np.unique(image.reshape(-1, 3), axis=0)) > 1000
 
 
-def test_scenes_depend_only_on_the_generator():
-    a = render_scene(np.random.default_rng([5, 1]))
-    b = render_scene(np.random.default_rng([5, 1]))
-    c = render_scene(np.random.default_rng([5, 2]))
+def test_frames_depend_only_on_the_seed(tmp_path):
+    a = _frame(tmp_path / "a.mat", seed=5)
+    b = _frame(tmp_path / "b.mat", seed=5)
+    c = _frame(tmp_path / "c.mat", seed=6)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[1], c[1])

@@ -9,9 +9,9 @@ from PIL import Image
 from conftest import TINY
 from depthtune.models import build
 from depthtune.predictor import DepthPredictor
+from depthtune.serve.server import TrackingServer, embedded_store
 from depthtune.tracking.previews import HEADER, log_grid, prediction_grid
 from depthtune.tracking.runs import RunLogger, find_run
-from depthtune.tracking.server import TrackingServer, embedded_store
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import time
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException
 
+from depthtune.serve.server import TrackingServer, embedded_store
 from depthtune.tracking.runs import RunLogger
-from depthtune.tracking.server import TrackingServer, embedded_store
 from depthtune.tracking.writer import BackgroundWriter, is_transient
 
 
@@ -31,9 +31,9 @@ def test_wait_for_a_mark_waits_for_the_writes_up_to_it_only():
     assert (first, second, writer.mark) == (1, 2, 2)
     assert writer.wait_for(first, timeout=5) and sent == ["first"]
     assert not writer.flush(timeout=0.2), "the second write is held back"
-    assert writer.pending == 1
     release.set()
-    assert writer.close(timeout=5) and sent == ["first", "second"] and writer.pending == 0
+    assert writer.close(timeout=5) and sent == ["first", "second"]
+    assert writer.wait_for(second, timeout=0), "close returns once every write is sent"
 
 
 def test_writes_queued_during_an_outage_arrive_once_and_in_order(tmp_path, monkeypatch):
@@ -47,12 +47,14 @@ def test_writes_queued_during_an_outage_arrive_once_and_in_order(tmp_path, monke
         run.log_epoch({"val_loss": 1.0}, step=0)
         server.stop()
         stamps = {step: 1_700_000_000_000 + step for step in range(1, 4)}
-        for step in range(1, 4):
+        marks = [
             writer.submit(
                 f"epoch {step}", lambda step=step: run.log_epoch({"val_loss": 1.0 / (step + 1)}, step, stamps[step])
             )
+            for step in range(1, 4)
+        ]
         time.sleep(3)
-        assert writer.pending == 3, "nothing can be sent while the server is down"
+        assert not writer.wait_for(marks[0], timeout=0), "nothing can be sent while the server is down"
         server.start()  # same port
         assert writer.flush(timeout=300)
         run.log_epoch({"val_loss": 0.5}, step=1, timestamp_ms=stamps[1])  # the driver filling in the same epoch again

@@ -9,18 +9,13 @@ import torch
 
 from conftest import TINY
 from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint
-from depthtune.metrics import METRIC_NAMES
+from depthtune.evaluation import data_splits, evaluate, evaluation_loader
 from depthtune.models import build
+from depthtune.names import METRIC_NAMES
 from depthtune.profiles import EIGEN_NET12_RATES
-from depthtune.train import (
-    TrainConfig,
-    checkpoint_due,
-    data_splits,
-    evaluate,
-    evaluation_loader,
-    parameter_groups,
-    train,
-)
+from depthtune.tracking.lineage import resolve_base_model
+from depthtune.train import checkpoint_due, parameter_groups, train
+from depthtune.train_config import TrainConfig
 
 
 def _config(model="net12", **overrides) -> TrainConfig:
@@ -104,39 +99,49 @@ def test_spaced_checkpoints_hold_each_new_best_and_resume_exactly(tmp_path, synt
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _net12(reference) -> torch.nn.Module:
+    return resolve_base_model(str(reference), None, expected="net12").module()
+
+
 def test_net3_trains_on_a_frozen_net12_checkpoint(tmp_path, synthetic_arrays):
     net12 = train(_config(epochs=1), tmp_path / "net12", arrays=synthetic_arrays)
     net3 = train(
         _config("net3", epochs=1, net12_checkpoint=str(net12.best_checkpoint)),
         tmp_path / "net3",
         arrays=synthetic_arrays,
+        net12=_net12(net12.best_checkpoint),
     )
     frozen = model_from_checkpoint(net12.best_checkpoint, expected="net12").state_dict()
     refined = model_from_checkpoint(net3.best_checkpoint, expected="net3").state_dict()
     assert all(torch.equal(frozen[k], refined[f"net12.{k}"]) for k in frozen)
 
 
-def test_net3_rejects_missing_or_wrong_checkpoint(tmp_path, synthetic_arrays):
+def test_net3_needs_its_net12_as_a_module(tmp_path, synthetic_arrays):
     with pytest.raises(ValueError, match="net12_checkpoint"):
         _config("net3")
+    with pytest.raises(ValueError, match="resolve net12_checkpoint first"):
+        train(_config("net3", net12_checkpoint="models:/net12@champion"), tmp_path / "a", arrays=synthetic_arrays)
+
+
+def test_net12_reference_rejects_missing_or_wrong_checkpoint(tmp_path, synthetic_arrays):
     with pytest.raises(ValueError, match="does not exist"):
-        train(_config("net3", net12_checkpoint=str(tmp_path / "nope.pt")), tmp_path / "a", arrays=synthetic_arrays)
+        _net12(tmp_path / "nope.pt")
     fcrn = train(_config("fcrn", epochs=1), tmp_path / "fcrn", arrays=synthetic_arrays)
     with pytest.raises(ValueError, match="holds a 'fcrn' model; expected a 'net12'"):
-        train(_config("net3", net12_checkpoint=str(fcrn.best_checkpoint)), tmp_path / "b", arrays=synthetic_arrays)
+        _net12(fcrn.best_checkpoint)
     not_a_checkpoint = tmp_path / "junk.pt"
     not_a_checkpoint.write_text("hello")
     with pytest.raises(ValueError, match="junk.pt"):
-        train(_config("net3", net12_checkpoint=str(not_a_checkpoint)), tmp_path / "c", arrays=synthetic_arrays)
+        _net12(not_a_checkpoint)
 
 
-def test_net3_rejects_net12_of_another_architecture(tmp_path, synthetic_arrays):
+def test_net12_reference_rejects_another_architecture(tmp_path, synthetic_arrays):
     net12 = train(_config(epochs=1), tmp_path / "net12", arrays=synthetic_arrays)
     state = load_checkpoint(net12.best_checkpoint)
     state["model_config"] = {**state["model_config"], "width": 0.25}
     torch.save(state, tmp_path / "wrong.pt")
     with pytest.raises(ValueError, match="does not fit net12"):
-        train(_config("net3", net12_checkpoint=str(tmp_path / "wrong.pt")), tmp_path / "d", arrays=synthetic_arrays)
+        _net12(tmp_path / "wrong.pt")
 
 
 @pytest.mark.parametrize(

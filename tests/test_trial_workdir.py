@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from depthtune.trial import WORKDIR_PREFIX, trial_workdir
+from depthtune.sweep.trial import WORKDIR_PREFIX, trial_workdir
 
 
 def test_directories_of_dead_trial_processes_are_removed_live_ones_kept(tmp_path):

@@ -563,12 +563,6 @@ def _shade(
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
-def render_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Render one view of one random indoor scene: image (480, 640, 3) uint8 and z-depth (480, 640) metres."""
-    frame = _render(_scene(rng, 1), 0, rng)
-    return frame.image, frame.depth
-
-
 def scene_name(seed: int, i: int, views_per_room: int) -> str:
     """The scene (room) of frame ``i``: frames ``r * views_per_room`` onwards are views of room ``r``."""
     return f"synth_s{seed}_room{i // views_per_room:05d}"

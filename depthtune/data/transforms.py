@@ -96,8 +96,8 @@ class DepthTransform:
     def _warp_image(self, image: np.ndarray, theta: torch.Tensor) -> torch.Tensor:
         """uint8 HxWx3 frame -> float 3xhxw input (0..255) seen through ``theta``. The antialiased
         downscale runs on the uint8 frame in its HWC (channels_last) layout, PyTorch's vectorised uint8
-        path: 4-5x faster than on a float copy (it was half a loader worker's time per sample), at a
-        cost of rounding to whole grey levels (mean 0.2, at most 1 of 255)."""
+        path, several times faster than on a float copy (benchmarks/README.md), at the cost of
+        rounding to whole grey levels (at most 1 of 255)."""
         rgb = torch.tensor(image).permute(2, 0, 1)[None]  # a copy: shared arrays are read-only
         rgb = F.interpolate(rgb, size=self._base_size, mode="bilinear", antialias=True, align_corners=False).float()
         grid = F.affine_grid(theta, [1, 3, *self.input_size], align_corners=False)

@@ -8,12 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from depthtune.names import MODEL_NAMES
+
 from .eigen import Net3, Net12, check_config_keys
 from .fcrn import FCRN
 from .geometry import Region
 from .outputs import to_depth
 
-MODEL_NAMES: tuple[str, ...] = ("net12", "net3", "fcrn")
 _CONSTRUCTORS: dict[str, type[nn.Module]] = {"net12": Net12, "net3": Net3, "fcrn": FCRN}
 
 __all__ = ["FCRN", "MODEL_NAMES", "Net3", "Net12", "Geometry", "build", "geometry", "output_size", "to_depth"]

@@ -1,7 +1,8 @@
 """A model's layer table as its code builds it (kernel, channels, stride, output size of every
 convolution, pooling and fully connected layer, and of FCRN's residual and up-projection blocks as
 one row each, as Laina's figure draws them), read by a forward pass on the meta device, so the
-table in docs/models.md and the tests' comparison with the papers come from the code itself."""
+tables in docs/models.md and the tests' comparison with the papers come from the code itself.
+``python -m depthtune.models.layers`` prints the tables of docs/models.md (all but the paper's layer names)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from depthtune.models import MODEL_NAMES, build
+from depthtune.profiles import model_setup
 
 from .fcrn import Bottleneck, UpProjection
 
@@ -30,11 +34,11 @@ class LayerRow:
     output_size: tuple[int, int] | None
 
     def cells(self) -> list[str]:
-        """Markdown cells: name, kind, kernel, stride, padding, channels, output size (h x w)."""
+        """Markdown cells: name (as code), kind, kernel, stride, padding, channels, output size (h x w)."""
         size = f"{self.output_size[0]}x{self.output_size[1]}" if self.output_size else "-"
         kernel = f"{self.kernel}x{self.kernel}" if self.kernel else "-"
         return [
-            self.name,
+            f"`{self.name}`",
             self.kind,
             kernel,
             str(self.stride or "-"),
@@ -104,6 +108,21 @@ def layer_rows(model: nn.Module, skip: tuple[str, ...] = ()) -> list[LayerRow]:
 
 def markdown_table(rows: list[LayerRow]) -> str:
     """The rows as a markdown table."""
-    lines = ["| layer | kind | kernel | stride | pad | channels | output (h x w) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| code's module | kind | kernel | stride | pad | channels | output (h x w) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def main() -> None:
+    """Print every model's layer table under the paper profile (Net3 without its frozen Net12)."""
+    for name in MODEL_NAMES:
+        with torch.device("meta"):
+            model = build(name, **model_setup("paper", name).model_cfg)
+        print(f"### {name}\n\n{markdown_table(layer_rows(model, skip=('net12.',)))}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,1 +1,1 @@
-"""MLflow side of depthtune: the tracking server a sweep talks to, runs, registry and loading."""
+"""The MLflow client of depthtune: runs, the outage-proof writer, the registry, loading (servers: depthtune.serve)."""

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import torch
 from mlflow import MlflowClient
 from torch import nn
 
-from depthtune.checkpoints import load_checkpoint
-from depthtune.loading import check_exists, load_model, parse_reference
+from depthtune.checkpoints import CheckpointError, model_from_checkpoint
 from depthtune.models import build
+from depthtune.tracking.loading import check_exists, load_model, parse_reference
 
 
 @dataclass(frozen=True)
@@ -43,20 +44,37 @@ class BaseModel:
         }
 
 
-def resolve_base_model(reference: str, tracking_uri: str, expected: str) -> BaseModel:
-    """``models:/net12@champion``, ``net12/3`` or a local checkpoint path -> a pinned BaseModel."""
+def is_registry_reference(reference: str) -> bool:
+    """``models:/...``, or ``NAME@ALIAS`` / ``NAME/VERSION`` naming no local file: a registered model;
+    anything else is a checkpoint path."""
+    if reference.startswith("models:/"):
+        return True
     if Path(reference).exists():
-        state = load_checkpoint(reference)
-        model_name, model_config = state.get("model_name"), state.get("model_config", {})
-        pinned, source_run, weights = str(Path(reference).resolve()), "none (local checkpoint)", state["model"]
+        return False
+    try:
+        parse_reference(reference)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_base_model(reference: str, tracking_uri: str | None, expected: str) -> BaseModel:
+    """``models:/net12@champion``, ``net12/3`` or a local checkpoint path -> a pinned BaseModel
+    (a registry reference read from ``tracking_uri``, or MLflow's current one when None)."""
+    if not is_registry_reference(reference):
+        try:
+            module = model_from_checkpoint(reference, expected=expected)
+        except CheckpointError as exc:
+            raise ValueError(f"base model {reference!r}: {exc}") from exc
+        pinned, source_run = str(Path(reference).resolve()), "none (local checkpoint)"
     else:
+        uri = tracking_uri or mlflow.get_tracking_uri()
         name, alias, version = parse_reference(reference)
-        client = MlflowClient(tracking_uri)
+        client = MlflowClient(uri)
         check_exists(client, name, alias, version)
         found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
         pinned, source_run = f"models:/{name}/{found.version}", found.run_id or "unknown"
-        module = load_model(pinned, tracking_uri=tracking_uri).module
-        model_name, model_config, weights = module.name, dict(module.config), module.state_dict()
-    if model_name != expected:
-        raise ValueError(f"base model {reference!r} is a {model_name!r} model; expected a {expected!r}")
-    return BaseModel(reference, pinned, source_run, model_name, model_config, weights)
+        module = load_model(pinned, tracking_uri=uri).module
+        if module.name != expected:
+            raise ValueError(f"base model {reference!r} is a {module.name!r} model; expected a {expected!r}")
+    return BaseModel(reference, pinned, source_run, module.name, dict(module.config), module.state_dict())

@@ -16,8 +16,8 @@ from depthtune.predictor import DepthPredictor
 
 COLUMNS = ("RGB", "ground truth", "prediction")
 HEADER = 18
-# zlib level 1 encodes a grid about 3x faster than PIL's default 6 for a file about 25% larger: the
-# encoding shares the trial's CPUs with its training.
+# zlib level 1 encodes a grid several times faster than PIL's default 6 for a somewhat larger file:
+# the encoding shares the trial's CPUs with its training.
 PNG_COMPRESS_LEVEL = 1
 
 

@@ -1,6 +1,6 @@
 """Is a tracking URI there at all? Checked once, in seconds, before work starts: MLflow's client
-retries an unreachable server for minutes (a prediction hung over 400 s, a sweep failed after
-253 s), which is right for a server that goes away during a sweep and wrong for a typo."""
+retries an unreachable server for minutes, which is right for a server that goes away during a
+sweep and wrong for a typo."""
 
 from __future__ import annotations
 

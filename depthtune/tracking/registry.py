@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from torch import nn
 
-from depthtune.metrics import higher_is_better
+from depthtune.names import improves
 from depthtune.predictor import save_model_files
 
 logger = logging.getLogger(__name__)
@@ -70,10 +70,6 @@ class Registration:
     reason: str
 
 
-def _better(metric: str, new: float, old: float) -> bool:
-    return new > old if higher_is_better(metric) else new < old
-
-
 def register_version(
     client: MlflowClient,
     uri: str,
@@ -112,7 +108,7 @@ def register_version(
         )
     else:
         old_value = float(champion.tags[compare_on])
-        won = _better(compare_on, new_value, old_value)
+        won = improves(compare_on, new_value, old_value)
         alias = CHAMPION if won else CHALLENGER
         reason = f"{compare_on} {new_value:.4f} vs champion v{champion.version} {old_value:.4f}"
     client.set_registered_model_alias(name, alias, str(version))

@@ -57,12 +57,6 @@ class BackgroundWriter:
         return mark
 
     @property
-    def pending(self) -> int:
-        """Writes queued or in flight."""
-        with self._progress:
-            return self._submitted - self._done
-
-    @property
     def mark(self) -> int:
         """The mark of the newest write queued so far (0: none)."""
         with self._progress:

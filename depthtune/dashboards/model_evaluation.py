@@ -21,11 +21,12 @@ from scipy.ndimage import binary_dilation
 
 from depthtune.data import NYUArrays, read_nyu
 from depthtune.data.source import file_sha256
-from depthtune.loading import check_exists, load_model, parse_reference
+from depthtune.evaluation import data_splits, pick_device
 from depthtune.metrics import EIGEN_PROTOCOL, EvalProtocol, MetricAccumulator, valid_mask
 from depthtune.predictor import DepthPredictor
+from depthtune.tracking.loading import check_exists, load_model, parse_reference
 from depthtune.tracking.registry import PROTOCOL_TAG
-from depthtune.train import TrainConfig, data_splits, pick_device
+from depthtune.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from depthtune.search_space import optuna_space
-from depthtune.sweep_config import SweepConfig
+from depthtune.sweep.config import SweepConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,15 @@
-"""A real mlflow server in front of the embedded SQLite store: starts, logs, stops by PID."""
+"""A real mlflow server in front of the embedded SQLite store: starts, logs, stops by PID; and the
+process-group helpers that stop it, on a real process."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 from mlflow import MlflowClient
 
-from depthtune.tracking.server import TrackingServer, embedded_store
+from depthtune.serve.processes import process_group_members, process_start_time, process_stat, stop_process_group
+from depthtune.serve.server import TrackingServer, embedded_store
 
 
 @pytest.mark.parametrize("proxy", [False, True], ids=["direct-artifacts", "proxied-artifacts"])
@@ -35,3 +39,22 @@ def test_server_that_cannot_start_names_its_log(tmp_path):
     with pytest.raises((RuntimeError, TimeoutError), match="server.log"):
         server.start()
     assert server.pid is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_process_group_found_and_stopped_even_with_parentheses_in_its_name():
+    """The command name in /proc/<pid>/stat may hold ') ': the fields after it are still read right."""
+    rename = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'x) y (z', 0, 0, 0); print(flush=True); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", rename], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        child.stdout.readline()  # renamed
+        assert process_stat(child.pid)[0] in "RS" and process_group_members(child.pid) == [child.pid]
+        started = process_start_time(child.pid)
+        assert isinstance(started, int) and started == process_start_time(child.pid)
+        stop_process_group(child.pid, timeout=10, leader=child)
+        assert child.returncode is not None and process_group_members(child.pid) == []
+        assert process_stat(child.pid) is None and process_start_time(child.pid) is None
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

@@ -12,7 +12,7 @@ import re
 import shutil
 import socket
 import tempfile
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,17 @@ from torch import nn
 
 from depthtune.checkpoints import CHECKPOINT_FILE
 from depthtune.data import NYUArrays
+from depthtune.evaluation import pick_device
 from depthtune.paper_settings import BASELINE_TAG, PAPER
 from depthtune.predictor import DepthPredictor
-from depthtune.searcher import stopping_epochs
-from depthtune.sweep_config import SweepConfig
-from depthtune.tracking.lineage import BaseModel
+from depthtune.sweep.ledger import EpochRecord, TrialLedger, epochs_done, finished_budget
+from depthtune.sweep.plan import SweepPlan
+from depthtune.sweep.searcher import stopping_epochs
 from depthtune.tracking.previews import log_grid, prediction_grid
 from depthtune.tracking.runs import DIVERGED_TAG, RUN_ID_KEY, SWEEP_TAG, TIMESTAMP_KEY, TRIAL_TAG, RunLogger, find_run
 from depthtune.tracking.writer import BackgroundWriter
-from depthtune.train import TrainConfig, data_splits, pick_device, train
+from depthtune.train import train
+from depthtune.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +47,50 @@ FLUSH_TIMEOUT_S = 600.0
 REPORT_FLUSH_S = 5.0
 
 
-def _save_trial_state(checkpoint_dir: Path, state: dict[str, Any]) -> None:
-    """Record, inside the checkpoint, the run it belongs to and every epoch's metrics as logged (with
-    their timestamps)."""
-    (checkpoint_dir / TRIAL_STATE_FILE).write_text(json.dumps(state))
+@dataclass
+class TrialState:
+    """What a trial's checkpoint carries besides the weights: its MLflow run, every epoch it reported
+    (with their timestamps) and the metrics of the checkpoint's own epoch."""
+
+    run_id: str
+    ledger: TrialLedger
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def write(self, checkpoint_dir: Path) -> None:
+        values = {
+            RUN_ID_KEY: self.run_id,
+            "epochs": [record.as_dict() for record in self.ledger.records],
+            "metrics": self.metrics,
+        }
+        (checkpoint_dir / TRIAL_STATE_FILE).write_text(json.dumps(values))
+
+    @classmethod
+    def read(cls, checkpoint_dir: str | os.PathLike) -> "TrialState | None":
+        """The state saved in a checkpoint directory (None for a checkpoint without one)."""
+        path = Path(checkpoint_dir) / TRIAL_STATE_FILE
+        if not path.is_file():
+            return None
+        values = json.loads(path.read_text())
+        ledger = TrialLedger([EpochRecord.from_dict(record) for record in values.get("epochs", [])])
+        return cls(values[RUN_ID_KEY], ledger, dict(values.get("metrics", {})))
 
 
-def read_trial_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
-    """The trial state saved in a checkpoint directory (empty for a checkpoint without one)."""
-    path = Path(checkpoint_dir) / TRIAL_STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+@dataclass
+class _TrialRun:
+    """One attempt of a trial: its MLflow run, the writer that sends to it in the background, its
+    ledger and the epochs the run already holds (a retrained epoch repeats its values exactly)."""
+
+    client: MlflowClient
+    run: RunLogger
+    writer: BackgroundWriter
+    ledger: TrialLedger
+    logged: set[int]
+
+    def send(self, record: EpochRecord) -> None:
+        """Queue an epoch for the run unless it already holds it."""
+        if record.step not in self.logged:
+            self.writer.submit(f"epoch {record.step + 1} metrics", lambda: record.send(self.run))
+            self.logged.add(record.step)
 
 
 def _preview_predictor(predictor: DepthPredictor | None, model: nn.Module, device: str) -> DepthPredictor:
@@ -90,16 +126,16 @@ def trial_workdir(trial_id: str, scratch: Path | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{trial_id}-pid{os.getpid()}-", dir=scratch))
 
 
-def _restored_checkpoint(workdir: Path) -> tuple[Path | None, dict[str, Any]]:
+def _restored_checkpoint(workdir: Path) -> tuple[Path | None, TrialState | None]:
     """Copy Tune's checkpoint of this trial (if restored) next to the trial; return it and its trial state."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return None, {}
+        return None, None
     with checkpoint.as_directory() as directory:
         local = workdir / "restored"
         shutil.rmtree(local, ignore_errors=True)
         shutil.copytree(directory, local)
-    return local / CHECKPOINT_FILE, read_trial_state(local)
+    return local / CHECKPOINT_FILE, TrialState.read(local)
 
 
 def _node_name(node_id: str) -> str:
@@ -120,19 +156,14 @@ def _process_tags(device: str) -> dict[str, str]:
 
 
 def _open_run(
-    client: MlflowClient,
-    run_id: str | None,
-    tracking: dict[str, Any],
-    params: dict[str, Any],
-    config: TrainConfig,
-    baseline: bool,
+    client: MlflowClient, run_id: str | None, plan: SweepPlan, params: dict[str, Any], config: TrainConfig
 ) -> tuple[RunLogger, bool]:
     """Continue the trial's run (known from its checkpoint, or found by its trial id) or start it,
     tagged as the paper-settings baseline when it is one; says whether it continued one."""
     context = tune.get_context()
-    trial_id = context.get_trial_id()
+    trial_id, tracking = context.get_trial_id(), plan.tracking
     run_id = run_id or find_run(
-        client, tracking["experiment_id"], {TRIAL_TAG: trial_id, SWEEP_TAG: tracking["parent_run_id"]}
+        client, tracking.experiment_id, {TRIAL_TAG: trial_id, SWEEP_TAG: tracking.parent_run_id}
     )
     if run_id:
         run = RunLogger.resume(client, run_id)
@@ -141,98 +172,66 @@ def _open_run(
         return run, True
     run = RunLogger.start(
         client,
-        tracking["experiment_id"],
+        tracking.experiment_id,
         name=context.get_trial_name(),
-        parent_run_id=tracking["parent_run_id"],
+        parent_run_id=tracking.parent_run_id,
         params={**params, **{k: v for k, v in config.as_dict().items() if k not in params}},
         tags={
             TRIAL_TAG: trial_id,
-            SWEEP_TAG: tracking["parent_run_id"],
-            **tracking["lineage"],
+            SWEEP_TAG: tracking.parent_run_id,
+            **tracking.lineage,
             **_process_tags(config.device),
-            **({BASELINE_TAG: PAPER} if baseline else {}),
+            **({BASELINE_TAG: PAPER} if plan.config.is_baseline(params) else {}),
         },
     )
     client.log_dict(run.run_id, config.as_dict(), "trial_config.json")
     return run, False
 
 
-def run_trial(
-    params: dict[str, Any],
-    *,
-    sweep: SweepConfig,
-    arrays: NYUArrays,
-    tracking: dict[str, Any],
-    train_extra: dict[str, Any],
-    base_model: BaseModel | None = None,
-) -> None:
+def run_trial(params: dict[str, Any], *, plan: SweepPlan, arrays: NYUArrays) -> None:
     """Train one hyperparameter sample on ``arrays``, read zero-copy from the node's object store
-    (as is ``base_model``, the Net12 a Net3 refines)."""
-    torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
-    config = sweep.trial_config(params, **train_extra)
+    (as is the plan, with the Net12 a Net3 refines)."""
+    torch.set_num_threads(max(1, int(plan.config.cpus_per_trial)))
+    config = plan.trial_config(params)
     workdir = trial_workdir(tune.get_context().get_trial_id())
     try:
-        _train_and_track(params, config, sweep, arrays, tracking, base_model, workdir)
+        _train_and_track(params, config, plan, arrays, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _train_and_track(
-    params: dict[str, Any],
-    config: TrainConfig,
-    sweep: SweepConfig,
-    arrays: NYUArrays,
-    tracking: dict[str, Any],
-    base_model: BaseModel | None,
-    workdir: Path,
+    params: dict[str, Any], config: TrainConfig, plan: SweepPlan, arrays: NYUArrays, workdir: Path
 ) -> None:
-    client = MlflowClient(tracking["uri"])
+    client = MlflowClient(plan.tracking.uri)
     resume_from, restored = _restored_checkpoint(workdir)
-    run, continued = _open_run(client, restored.get(RUN_ID_KEY), tracking, params, config, sweep.is_baseline(params))
-    state = {RUN_ID_KEY: run.run_id, "epochs": restored.get("epochs", [])}
-    if restored:
-        done = int(restored["metrics"]["epoch"]) + 1
-        run.set_tags({"depthtune.restored_after_epoch": done})
-    already_logged = run.logged_steps("val_loss") if continued else set()
-    writer = BackgroundWriter(f"trial {tune.get_context().get_trial_id()}")
+    run, continued = _open_run(client, restored.run_id if restored else None, plan, params, config)
+    ledger = restored.ledger if restored else TrialLedger()
+    logged = run.logged_steps("val_loss") if continued else set()
+    trial = _TrialRun(client, run, BackgroundWriter(f"trial {tune.get_context().get_trial_id()}"), ledger, logged)
     try:
-        for record in state["epochs"]:  # epochs the previous attempt could not send before it died
-            if record["step"] not in already_logged:
-                writer.submit(f"epoch {record['step'] + 1} metrics", _epoch_sender(run, record))
-                already_logged.add(record["step"])
-        if restored and done >= config.epochs:  # it had finished when the driver died: hand Tune its last result again
-            tune.report(
-                {**restored["metrics"], RUN_ID_KEY: run.run_id},
-                checkpoint=tune.Checkpoint.from_directory(resume_from.parent),
-            )
-            return
-        _train_reporting(
-            config, sweep, arrays, base_model, workdir, run, client, writer, state, already_logged, resume_from
-        )
+        for record in ledger.missing_from(logged):  # epochs the previous attempt could not send before it died
+            trial.send(record)
+        if restored is not None:
+            run.set_tags({"depthtune.restored_after_epoch": epochs_done(restored.metrics)})
+            if finished_budget(restored.metrics, config.epochs):  # finished when the driver died: report it again
+                tune.report(
+                    {**restored.metrics, RUN_ID_KEY: run.run_id},
+                    checkpoint=tune.Checkpoint.from_directory(resume_from.parent),
+                )
+                return
+        _train_reporting(config, plan, arrays, workdir, trial, resume_from)
     finally:
-        writer.close(timeout=FLUSH_TIMEOUT_S)
-
-
-def _epoch_sender(run: RunLogger, record: dict[str, Any]):
-    return lambda: run.log_epoch(record["metrics"], step=record["step"], timestamp_ms=record["timestamp_ms"])
+        trial.writer.close(timeout=FLUSH_TIMEOUT_S)
 
 
 def _train_reporting(
-    config: TrainConfig,
-    sweep: SweepConfig,
-    arrays: NYUArrays,
-    base_model: BaseModel | None,
-    workdir: Path,
-    run: RunLogger,
-    client: MlflowClient,
-    writer: BackgroundWriter,
-    state: dict[str, Any],
-    already_logged: set[int],
-    resume_from: Path | None,
+    config: TrainConfig, plan: SweepPlan, arrays: NYUArrays, workdir: Path, trial: _TrialRun, resume_from: Path | None
 ) -> None:
     """Train, and after each epoch: queue its metrics (and every few epochs a prediction grid) for
     MLflow and report them to Tune, with the epoch's checkpoint when ``train`` wrote one."""
-    preview_frames = list(data_splits(config, arrays.scenes).val[: sweep.preview_frames])
+    sweep, writer = plan.config, trial.writer
+    preview_frames = list(plan.splits.val[: sweep.preview_frames])
     may_stop_after = stopping_epochs(sweep)
     queued_before = writer.mark
     predictor: DepthPredictor | None = None
@@ -240,31 +239,31 @@ def _train_reporting(
     def report(metrics: dict[str, float], checkpoint_dir: Path | None, model: nn.Module) -> None:
         nonlocal queued_before, predictor
         epoch = int(metrics["epoch"])
-        record = {"step": epoch, "timestamp_ms": int(time.time() * 1000), "metrics": metrics}
-        state["epochs"].append(record)
+        record = trial.ledger.add(metrics)
         checkpoint = None
         if checkpoint_dir is not None:
-            _save_trial_state(checkpoint_dir, {**state, "metrics": metrics})
+            TrialState(trial.run.run_id, trial.ledger, metrics).write(checkpoint_dir)
             checkpoint = tune.Checkpoint.from_directory(checkpoint_dir)
-        if epoch not in already_logged:  # a retrained epoch repeats its values exactly (seeded training)
-            writer.submit(f"epoch {epoch + 1} metrics", _epoch_sender(run, record))
+        trial.send(record)
         if preview_frames and ((epoch + 1) % sweep.preview_every == 0 or epoch + 1 == config.epochs):
             predictor = _preview_predictor(predictor, model, str(pick_device(config.device)))
             grid = prediction_grid(predictor, arrays, preview_frames, f"epoch {epoch + 1}")
             artifact = f"predictions/epoch_{epoch + 1:03d}.png"
-            writer.submit(artifact, lambda: log_grid(client, run.run_id, grid, artifact))
+            writer.submit(artifact, lambda: log_grid(trial.client, trial.run.run_id, grid, artifact))
         writer.wait_for(writer.mark if epoch + 1 in may_stop_after else queued_before, timeout=REPORT_FLUSH_S)
         queued_before = writer.mark
-        tune.report({**metrics, RUN_ID_KEY: run.run_id, TIMESTAMP_KEY: record["timestamp_ms"]}, checkpoint=checkpoint)
+        tune.report(
+            {**metrics, RUN_ID_KEY: trial.run.run_id, TIMESTAMP_KEY: record.timestamp_ms}, checkpoint=checkpoint
+        )
 
-    net12 = base_model.module() if base_model is not None else None
+    net12 = plan.base_model.module() if plan.base_model is not None else None
     try:
         train(config, workdir / "checkpoints", arrays=arrays, on_epoch=report, resume_from=resume_from, net12=net12)
     except FloatingPointError as exc:
         # Seeded training diverges again at the same epoch, so a Tune retry (max_failures) would only
         # repeat it: end the trial here with the epochs it reported, its run tagged with the reason.
         # Tune needs a result carrying the metric, so one diverged in its first epoch stays an error.
-        run.set_tags({DIVERGED_TAG: str(exc)})
-        if not state["epochs"]:
+        trial.run.set_tags({DIVERGED_TAG: str(exc)})
+        if not trial.ledger.records:
             raise
         logger.warning("trial %s diverged, ending it without a retry: %s", tune.get_context().get_trial_id(), exc)

@@ -3,7 +3,7 @@ PostgreSQL (or any SQLAlchemy) backend store, artifacts proxied through the serv
 folder or object store, MLflow's basic-auth with the admin credentials from the environment,
 bound to 127.0.0.1 unless told otherwise. It runs detached, remembered by a pid file and a state
 file in its state directory, so the cluster head's start/stop scripts and the tests drive it the
-same way; optionally a private PostgreSQL for a single head node (:mod:`depthtune.tracking.postgres`).
+same way; optionally a private PostgreSQL for a single head node (:mod:`depthtune.serve.postgres`).
 
 Secrets come from the environment (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``,
 ``DEPTHTUNE_DB_PASSWORD``) and go to the server through its environment and 0600 files in the
@@ -11,90 +11,47 @@ state directory, never through a command line, and are masked in everything prin
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
 import logging
 import os
 import signal
 import time
-import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from depthtune.tracking.server import (
-    BasicAuth,
-    TrackingServer,
-    process_cmdline,
-    process_group_members,
+from depthtune.serve.auth import BasicAuth
+from depthtune.serve.processes import process_cmdline, process_group_members, process_start_time, stop_process_group
+from depthtune.serve.server import TrackingServer
+from depthtune.serve.uris import (
+    AUTH_DATABASE_NAME,
+    BACKEND_ENV,
+    DB_PASSWORD_ENV,
+    default_auth_database_uri,
+    is_postgres_uri,
     redact_uri,
-    stop_process_group,
+    resolve_backend_store_uri,
 )
+
+if TYPE_CHECKING:
+    from depthtune.serve.postgres import LocalPostgres
 
 logger = logging.getLogger(__name__)
 
-BACKEND_ENV = "DEPTHTUNE_BACKEND_STORE_URI"
-DB_PASSWORD_ENV = "DEPTHTUNE_DB_PASSWORD"
 AUTH_DATABASE_ENV = "DEPTHTUNE_AUTH_DATABASE_URI"
 STATE_DIR_ENV = "DEPTHTUNE_STATE_DIR"
 PID_FILE = "mlflow-server.pid"
 STATE_FILE = "mlflow-server.json"
 LOG_FILE = "mlflow-server.log"
 POSTGRES_STATE_FILE = "postgres.json"
-AUTH_DATABASE_NAME = "mlflow_auth"
 
 
 def default_state_dir() -> Path:
     return Path(os.environ.get(STATE_DIR_ENV) or Path.home() / ".depthtune" / "tracking")
 
 
-# -- URIs ----------------------------------------------------------------------------------------
-
-
-def _is_postgres(uri: str) -> bool:
-    return urllib.parse.urlsplit(uri).scheme.split("+")[0] in ("postgresql", "postgres")
-
-
-def resolve_backend_store_uri(uri: str | None, env: Mapping[str, str] | None = None) -> str:
-    """The backend store URI from the flag or ``DEPTHTUNE_BACKEND_STORE_URI``, with
-    ``DEPTHTUNE_DB_PASSWORD`` inserted when the URI names a user but no password, and PostgreSQL's
-    driver named as psycopg2 when psycopg 3 is not installed (SQLAlchemy 2.1 maps a bare
-    ``postgresql://`` to psycopg 3)."""
-    env = os.environ if env is None else env
-    uri = uri or env.get(BACKEND_ENV)
-    if not uri:
-        raise ValueError(
-            f"no backend store: pass --backend-store-uri or set {BACKEND_ENV} "
-            "(e.g. postgresql://mlflow@db-host:5432/mlflow)"
-        )
-    parts = urllib.parse.urlsplit(uri)
-    if not parts.scheme:
-        raise ValueError(
-            f"backend store {redact_uri(uri)!r}: expected a URI such as postgresql://user@host:5432/mlflow"
-        )
-    if not _is_postgres(uri) and "+" not in parts.scheme:
-        return uri  # sqlite:////abs/path and the like: left exactly as given
-    scheme, rest = uri.split("://", 1)
-    password = env.get(DB_PASSWORD_ENV)
-    if password and parts.username and parts.password is None:
-        user_info, _, after = rest.partition("@")
-        rest = f"{user_info}:{urllib.parse.quote(password, safe='')}@{after}"
-    if scheme in ("postgresql", "postgres"):
-        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-            scheme = "postgresql+psycopg2"
-        else:
-            scheme = "postgresql"
-    return f"{scheme}://{rest}"
-
-
-def default_auth_database_uri(backend_store_uri: str, state_dir: Path) -> str:
-    """Where basic-auth keeps users: the database ``mlflow_auth`` on the backend's PostgreSQL
-    server, otherwise ``basic_auth.db`` (SQLite) in the state directory."""
-    if _is_postgres(backend_store_uri):
-        parts = urllib.parse.urlsplit(backend_store_uri)
-        return urllib.parse.urlunsplit(parts._replace(path="/" + AUTH_DATABASE_NAME))  # keeps ?sslmode=... too
-    return f"sqlite:///{(Path(state_dir) / 'basic_auth.db').resolve()}"
+# -- the backend database ------------------------------------------------------------------------
 
 
 def ensure_postgres_database(uri: str) -> bool:
@@ -223,9 +180,9 @@ def build_server(
         auth_database = resolve_backend_store_uri(auth_database, env)
         auth = BasicAuth.from_env(env, database_uri=auth_database, default_permission=config.default_permission)
     _check_host(config.host, config.auth)
-    if _is_postgres(backend):
+    if is_postgres_uri(backend):
         ensure_postgres_database(backend)
-    if auth and _is_postgres(auth.database_uri or ""):
+    if auth and is_postgres_uri(auth.database_uri or ""):
         ensure_postgres_database(auth.database_uri)
     extra = ("--allowed-hosts", config.allowed_hosts) if config.allowed_hosts else ()
     return TrackingServer(
@@ -242,14 +199,6 @@ def build_server(
         stop_with_parent=stop_with_parent,
         workers=config.workers,
     )
-
-
-def _proc_start_time(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rfind(")") + 2 :].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _read_state(state_dir: Path) -> dict | None:
@@ -275,7 +224,7 @@ def _is_our_server(state: dict) -> bool:
     if "mlflow" not in cmdline or "server" not in cmdline:
         return False
     recorded = state.get("proc_start_time")
-    return recorded is None or recorded == _proc_start_time(pid)
+    return recorded is None or recorded == process_start_time(pid)
 
 
 def _forget(state_dir: Path) -> None:
@@ -296,7 +245,7 @@ def _record(server: TrackingServer, config: ServiceConfig, state_dir: Path) -> S
         artifacts=str(server.artifact_root),
         started=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
-    state = {**asdict(status), "proc_start_time": _proc_start_time(server.pid)}
+    state = {**asdict(status), "proc_start_time": process_start_time(server.pid)}
     (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
     (state_dir / PID_FILE).write_text(f"{server.pid}\n")
     return status
@@ -393,11 +342,11 @@ def start_postgres(
     user: str = "mlflow",
     databases: tuple[str, ...] = ("mlflow", AUTH_DATABASE_NAME),
     env: Mapping[str, str] | None = None,
-):
+) -> LocalPostgres:
     """Start (initialising on first use) a detached :class:`LocalPostgres` in ``directory`` on
     127.0.0.1:``port`` whose role ``user`` has the password ``DEPTHTUNE_DB_PASSWORD``; create
     ``databases``. Returns the running LocalPostgres."""
-    from depthtune.tracking.postgres import LocalPostgres
+    from depthtune.serve.postgres import LocalPostgres
 
     env = os.environ if env is None else env
     password = env.get(DB_PASSWORD_ENV)
@@ -420,7 +369,7 @@ def start_postgres(
 
 
 def stop_postgres(directory: str | os.PathLike) -> bool:
-    from depthtune.tracking.postgres import stop_cluster
+    from depthtune.serve.postgres import stop_cluster
 
     directory = Path(directory).expanduser().absolute()
     stopped = stop_cluster(directory)

@@ -215,7 +215,8 @@ def versus_paper_note(record: SweepRecord) -> str:
     )
 
 
-def _figures_and_importance_note(record: SweepRecord) -> tuple[dict[str, go.Figure], str]:
+def sweep_figures(record: SweepRecord) -> tuple[dict[str, go.Figure], str]:
+    """Every figure of the dashboard by name, and the note on how the importances were computed."""
     importance, note = parameter_importance(record)
     figures = {
         "parallel_coordinates": parallel_coordinates(record),
@@ -227,14 +228,9 @@ def _figures_and_importance_note(record: SweepRecord) -> tuple[dict[str, go.Figu
     return figures, note
 
 
-def sweep_figures(record: SweepRecord) -> dict[str, go.Figure]:
-    """Every figure of the dashboard by name (the test inspects these)."""
-    return _figures_and_importance_note(record)[0]
-
-
 def write_sweep_dashboard(record: SweepRecord, path: str | Path) -> Path:
     """The whole dashboard as one self-contained HTML file."""
-    figures, importance_note = _figures_and_importance_note(record)
+    figures, importance_note = sweep_figures(record)
     stopped = sum(record.stopped_early(t) for t in record.trials)
     notes = [
         f"Sweep run {record.sweep_run_id} ({record.model}): {len(record.trials)} trials, "

@@ -25,7 +25,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from depthtune.tracking.server import free_port, parent_death_preexec, process_cmdline
+from depthtune.serve.processes import free_port, parent_death_preexec, process_cmdline
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from mlflow import MlflowClient
 from plotly.subplots import make_subplots
 
-from depthtune.dashboards.comparison import (
+from depthtune.dashboards.model_evaluation import (
     DEPTH_BINS,
     SHOWN_IMAGES,
     ModelEntry,

@@ -5,29 +5,51 @@ it registered once it finished. Plain JSON, rewritten atomically; ``--resume`` r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 STATE_FILE = "depthtune_sweep.json"
-INTERRUPTED = "interrupted"
 
 
-def load_state(experiment_dir: Path) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class SweepState:
+    """What a sweep's later drivers and its callbacks need to know: ``base_model`` is the pinned Net12
+    of a Net3 sweep, ``registered`` the version a finished sweep registered (``name vN``)."""
+
+    parent_run_id: str
+    tracking_uri: str = ""
+    experiment_id: str = ""
+    base_model: str | None = None
+    interrupted: bool = False
+    registered: str | None = None
+
+    def but(self, **changes: Any) -> "SweepState":
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+def load_state(experiment_dir: Path) -> SweepState | None:
+    """The sweep's state, or None for a folder that holds none."""
     path = Path(experiment_dir) / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    known = {f.name for f in dataclasses.fields(SweepState)}
+    return SweepState(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
 
 
-def save_state(experiment_dir: Path, state: dict[str, Any]) -> None:
+def save_state(experiment_dir: Path, state: SweepState) -> None:
     """Replace the state file in one step: a reader sees the old or the new, never half."""
     path = Path(experiment_dir) / STATE_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
+    tmp.write_text(json.dumps(dataclasses.asdict(state), indent=2))
     os.replace(tmp, path)
 
 
@@ -46,7 +68,9 @@ class InterruptWatch(Callback):
         tune_handler = signal.getsignal(signal.SIGINT)
 
         def record_then_stop(number: int, frame: Any) -> None:
-            save_state(self.experiment_dir, {**(load_state(self.experiment_dir) or {}), INTERRUPTED: True})
+            state = load_state(self.experiment_dir)
+            if state is not None:
+                save_state(self.experiment_dir, state.but(interrupted=True))
             if callable(tune_handler):
                 tune_handler(number, frame)
             else:

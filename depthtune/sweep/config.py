@@ -6,15 +6,15 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from depthtune.config import from_dict
-from depthtune.metrics import higher_is_better
-from depthtune.models import MODEL_NAMES
+from depthtune.names import MODEL_NAMES, SELECTABLE_METRICS, metric_mode
 from depthtune.paper_settings import PaperSettings, baseline_problems
 from depthtune.profiles import VARIANTS
 from depthtune.search_space import TUNED, ParamRange, parse_search_space
-from depthtune.train import SELECTABLE_METRICS, TrainConfig
+from depthtune.train_config import TrainConfig
 
 SEARCHERS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo")
@@ -37,9 +37,8 @@ class SweepConfig:
     ``searcher`` (``tpe`` or ``random``) and ``scheduler`` (``asha`` or ``fifo``: every trial
     runs all its epochs) pick the search; random + FIFO is the brute-force baseline;
     ``startup_trials`` is how many seeded random trials TPE draws before it models the results
-    (4, not Optuna's 10: with tens of trials, 10 random ones are a third of the budget;
-    benchmarks/README.md, search efficiency); Tune keeps each trial's ``keep_checkpoints`` best
-    checkpoints by ``metric`` plus its newest (when a trial checkpoints: ``train.checkpoint_every``)."""
+    (fewer than Optuna's 10: with tens of trials, 10 random ones are a third of the budget); Tune
+    keeps each trial's ``keep_checkpoints`` best checkpoints by ``metric`` plus its newest."""
 
     model: str
     search_space: dict[str, Any]
@@ -98,7 +97,7 @@ class SweepConfig:
     @property
     def mode(self) -> str:
         """Optimisation direction of ``metric``: accuracies up, losses and errors down."""
-        return "max" if higher_is_better(self.metric) else "min"
+        return metric_mode(self.metric)
 
     @property
     def experiment_name(self) -> str:
@@ -108,9 +107,10 @@ class SweepConfig:
     def registered_name(self) -> str:
         return self.register_as or self.model
 
-    @property
+    @cached_property
     def space(self) -> dict[str, ParamRange]:
-        return parse_search_space(self.search_space)
+        """The parsed search space (parsed once per config)."""
+        return parse_search_space(self.search_space, where="sweep config: search_space")
 
     def validate(self, where: str = "sweep config") -> None:
         """Every bad value is named: model, metric, counts, resources, the space and the train block."""
@@ -164,6 +164,7 @@ class SweepConfig:
         if problems:
             raise ValueError(f"{where}: " + "; ".join(problems))
         space = parse_search_space(self.search_space, where=f"{where}: search_space")
+        self.__dict__["space"] = space  # what the ``space`` property caches: parsed once, here
         searched_twice = sorted(set(self.train) & set(space))
         if searched_twice:
             problems.append(f"train: {searched_twice} are searched; set them in search_space or in train, not both")
@@ -185,8 +186,7 @@ class SweepConfig:
             raise ValueError(f"{where}: " + "; ".join(problems))
         paper = PaperSettings.from_dict(self.paper_settings, where=f"{where}: paper_settings")
         self.trial_config(
-            paper.params(self.epochs) | self.train,
-            **({"net12_checkpoint": self.net12_model} if self.model == "net3" else {}),
+            paper.params(self.epochs) | self.train, net12_checkpoint=self.net12_model if self.model == "net3" else None
         )
         if self.grace_period > self.epochs:
             raise ValueError(f"{where}: grace_period={self.grace_period} exceeds train.epochs={self.epochs}")
@@ -213,9 +213,20 @@ class SweepConfig:
         baseline's values over unchanged)."""
         return {name: params.get(name) for name in self.space} == self.baseline_params
 
-    def trial_config(self, params: dict[str, Any], **extra: Any) -> TrainConfig:
-        """The training config of one trial: fixed settings + the sampled hyperparameters."""
-        values = {**self.train, **extra, "model": self.model, "select_metric": self.metric, **params}
+    def trial_config(
+        self, params: dict[str, Any], *, data: str | None = None, net12_checkpoint: str | None = None
+    ) -> TrainConfig:
+        """The training config of one trial: fixed settings + the sampled hyperparameters, on ``data``
+        and, for a Net3, refining the Net12 ``net12_checkpoint`` names."""
+        values = {
+            **self.train,
+            "data": data,
+            "splits_file": self.splits_file,
+            "net12_checkpoint": net12_checkpoint,
+            "model": self.model,
+            "select_metric": self.metric,
+            **params,
+        }
         values["step_size"] = int(values["step_size"])
         return TrainConfig.from_dict(values, where="sweep config: train")
 

@@ -12,19 +12,14 @@ URIs with the password masked."""
 
 from __future__ import annotations
 
-import base64
-import ctypes
 import fcntl
 import logging
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -32,134 +27,13 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator
+
+from depthtune.serve.auth import BasicAuth, auth_ini, write_private
+from depthtune.serve.processes import free_port, parent_death_preexec, port_bindable, stop_process_group
+from depthtune.serve.uris import redact_uri
 
 logger = logging.getLogger(__name__)
-
-PR_SET_PDEATHSIG = 1
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def port_bindable(host: str, port: int) -> bool:
-    """Whether a server could bind ``host:port`` now (as uvicorn does, with SO_REUSEADDR)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` with the password of its user info replaced by ``***`` (for logs and messages)."""
-    try:
-        parts = urllib.parse.urlsplit(str(uri))
-        if parts.password is None:
-            return str(uri)
-        user_info, _, host = parts.netloc.rpartition("@")
-        user = user_info.split(":", 1)[0]
-        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return "<unparseable URI>"
-
-
-def process_cmdline(pid: int) -> str:
-    """The command line of process ``pid`` from /proc (Linux), or "" when it is gone or unreadable."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def process_group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``, from /proc (Linux); elsewhere
-    ``[pgid]`` while ``killpg(pgid, 0)`` succeeds."""
-    if pgid <= 1:
-        raise ValueError(f"process group {pgid}: not a server's group")
-    if not os.path.isdir("/proc/self"):
-        try:
-            os.killpg(pgid, 0)
-            return [pgid]
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            return [pgid]
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
-
-
-def stop_process_group(pgid: int, timeout: float = 20.0, leader: subprocess.Popen | None = None) -> None:
-    """SIGTERM process group ``pgid``, wait until all of it is gone, SIGKILL what is left after
-    ``timeout``. ``leader`` (our child, when it is one) is reaped."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if leader is not None:
-            try:
-                leader.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                continue
-        if not process_group_members(pgid):
-            return
-        time.sleep(0.2)
-    logger.warning("process group %d did not stop within %.0f s: SIGKILL", pgid, timeout)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if leader is not None:
-        leader.wait()
-    deadline = time.monotonic() + 10
-    while process_group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
-def parent_death_preexec(wanted: bool, sig: int = signal.SIGTERM):
-    """``preexec_fn`` that asks Linux to send ``sig`` to the child when its parent dies, or None.
-    The kernel sends it when the *thread* that started the child ends, so it is only used from
-    the main thread: a server (re)started from a helper thread would otherwise be killed as soon
-    as that thread returns."""
-    if not wanted:
-        return None
-    if threading.current_thread() is not threading.main_thread():
-        logger.info(
-            "started off the main thread: the child is not tied to this process's death (it is stopped by stop())"
-        )
-        return None
-    if sig == signal.SIGTERM:
-        return _stop_with_parent
-
-    def preexec() -> None:
-        if sys.platform.startswith("linux"):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
-
-    return preexec
-
-
-def _stop_with_parent() -> None:
-    """In the child before exec: SIGTERM this process when its parent dies (Linux prctl)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def embedded_store(directory: str | os.PathLike) -> tuple[str, Path]:
@@ -169,82 +43,6 @@ def embedded_store(directory: str | os.PathLike) -> tuple[str, Path]:
     with the tracking URI alone (``sqlite:///.../mlflow.db`` or a server), no server needed."""
     directory = Path(directory).resolve()
     return f"sqlite:///{directory / 'mlflow.db'}", directory / "mlruns"
-
-
-AUTH_PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
-MIN_PASSWORD_LENGTH = 12  # MLflow's basic-auth refuses shorter passwords (mlflow.utils.validation)
-
-
-@dataclass
-class BasicAuth:
-    """MLflow ``basic-auth`` settings. The admin user is created with this password the first
-    time the server starts on an empty auth database; later starts only check that the password
-    still logs in (MLflow ignores a changed bootstrap password). ``database_uri`` is where users
-    and permissions live (default: ``basic_auth.db``, SQLite, in the server's state directory; for
-    a PostgreSQL backend use a second database on the same server, e.g. ``mlflow_auth``; it must
-    exist). Users other than the admin get ``default_permission`` on what they did not create.
-    ``secret_key`` signs the login form's CSRF token (default: one generated once and kept 0600 in
-    the state directory)."""
-
-    admin_username: str
-    admin_password: str = field(repr=False)
-    database_uri: str | None = field(default=None, repr=False)
-    default_permission: str = "READ"
-    secret_key: str | None = field(default=None, repr=False)
-
-    USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
-    PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
-
-    def __post_init__(self) -> None:
-        if not self.admin_username or any(c in self.admin_username for c in ":\n\r"):
-            raise ValueError(
-                f"admin username {self.admin_username!r}: expected a non-empty name without ':' or newlines"
-            )
-        if not self.admin_password or len(self.admin_password) < MIN_PASSWORD_LENGTH:
-            raise ValueError(
-                f"admin password for {self.admin_username!r}: "
-                f"MLflow's basic-auth needs at least {MIN_PASSWORD_LENGTH} characters"
-            )
-        if any(c in self.admin_password for c in "\n\r"):
-            raise ValueError("admin password: newlines are not allowed")
-        if self.default_permission not in AUTH_PERMISSIONS:
-            raise ValueError(
-                f"default_permission {self.default_permission!r}: expected one of {', '.join(AUTH_PERMISSIONS)}"
-            )
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **settings) -> "BasicAuth":
-        """Admin credentials from ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (the
-        variables MLflow clients read, so one env file serves the server and its clients)."""
-        env = os.environ if env is None else env
-        missing = [name for name in (cls.USERNAME_ENV, cls.PASSWORD_ENV) if not env.get(name)]
-        if missing:
-            raise ValueError(
-                f"basic-auth needs the admin credentials in the environment: {' and '.join(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} not set (set {cls.USERNAME_ENV} and {cls.PASSWORD_ENV}, "
-                "e.g. from an env file, or turn auth off explicitly)"
-            )
-        return cls(env[cls.USERNAME_ENV], env[cls.PASSWORD_ENV], **settings)
-
-    def basic_header(self) -> str:
-        token = base64.b64encode(f"{self.admin_username}:{self.admin_password}".encode()).decode()
-        return f"Basic {token}"
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only (replaced atomically)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def _ini_value(value: str) -> str:
-    if "\n" in value or "\r" in value:
-        raise ValueError("auth settings cannot contain newlines")
-    return value.replace("%", "%%")  # MLflow reads the file with configparser's % interpolation
 
 
 @dataclass
@@ -313,22 +111,11 @@ class TrackingServer:
         if secret_key is None:
             key_file = directory / "flask_secret_key"
             if not key_file.is_file():
-                _write_private(key_file, secrets.token_hex(32))
+                write_private(key_file, secrets.token_hex(32))
             secret_key = key_file.read_text().strip()
         database_uri = self.auth.database_uri or f"sqlite:///{(directory / 'basic_auth.db').resolve()}"
-        ini = "\n".join(
-            [
-                "[mlflow]",
-                f"default_permission = {_ini_value(self.auth.default_permission)}",
-                f"database_uri = {_ini_value(database_uri)}",
-                f"admin_username = {_ini_value(self.auth.admin_username)}",
-                f"admin_password = {_ini_value(self.auth.admin_password)}",
-                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-                "",
-            ]
-        )
         path = directory / "basic_auth.ini"
-        _write_private(path, ini)
+        write_private(path, auth_ini(self.auth, database_uri))
         return {"MLFLOW_AUTH_CONFIG_PATH": str(path), "MLFLOW_FLASK_SERVER_SECRET_KEY": secret_key}
 
     def _describe(self) -> str:
