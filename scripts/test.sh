@@ -2,4 +2,7 @@
 # The README's test command: creates .venv if needed, then runs the whole test suite.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-exec python -m pytest "$@"
+# Two workers: most of the suite waits on servers, Ray and subprocesses, so a second worker uses the
+# idle core; tests that share an expensive session fixture (one finished sweep, one PostgreSQL) are
+# grouped onto one worker (xdist_group marks) so it is built once.
+exec python -m pytest -n 2 --dist loadgroup "$@"

@@ -27,7 +27,7 @@ from depthtune.dashboards.sweep_page import IMPORTANCE_EVALUATOR, sweep_figures,
 from depthtune.dashboards.sweep_record import load_sweep
 from depthtune.sweep.driver import DASHBOARD_FILE
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("finished_sweep")]
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 ERROR_CATCHER = (

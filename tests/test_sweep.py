@@ -19,7 +19,7 @@ from depthtune.checkpoints import load_checkpoint
 from depthtune.sweep.summary import summary_text
 from depthtune.tracking.loading import load_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("finished_sweep")]
 
 
 def test_parent_and_one_nested_run_per_trial_with_every_epoch(finished_sweep):

@@ -110,7 +110,7 @@ class SweepConfig:
     @cached_property
     def space(self) -> dict[str, ParamRange]:
         """The parsed search space (parsed once per config)."""
-        return parse_search_space(self.search_space, where="sweep config: search_space")
+        return parse_search_space(self.search_space)
 
     def validate(self, where: str = "sweep config") -> None:
         """Every bad value is named: model, metric, counts, resources, the space and the train block."""
@@ -163,8 +163,10 @@ class SweepConfig:
             )
         if problems:
             raise ValueError(f"{where}: " + "; ".join(problems))
-        space = parse_search_space(self.search_space, where=f"{where}: search_space")
-        self.__dict__["space"] = space  # what the ``space`` property caches: parsed once, here
+        try:
+            space = self.space
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         searched_twice = sorted(set(self.train) & set(space))
         if searched_twice:
             problems.append(f"train: {searched_twice} are searched; set them in search_space or in train, not both")
