@@ -3,6 +3,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 # Two workers: most of the suite waits on servers, Ray and subprocesses, so a second worker uses the
-# idle core; tests that share an expensive session fixture (one finished sweep, one PostgreSQL) are
-# grouped onto one worker (xdist_group marks) so it is built once.
+# idle core; the tests that share the session's finished sweep are grouped onto one worker
+# (xdist_group marks) so that it is built once.
 exec python -m pytest -n 2 --dist loadgroup "$@"

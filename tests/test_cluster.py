@@ -24,7 +24,7 @@ from depthtune.serve.auth import BasicAuth
 from depthtune.serve.server import TrackingServer
 from local_cluster import LocalRayCluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("postgres")]
+pytestmark = pytest.mark.slow
 
 MODEL_CFG = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY["net12"].items()}
 OUTAGE_S = 30

@@ -28,8 +28,6 @@ from depthtune.serve.processes import free_port, process_group_members
 from depthtune.serve.server import TrackingServer
 from depthtune.serve.uris import redact_uri
 
-# One worker under pytest-xdist runs the tests that share the session's private PostgreSQL.
-pytestmark = pytest.mark.xdist_group("postgres")
 ADMIN = "depthtune-admin"
 
 
