@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,45 +154,23 @@ def test_predict_command_writes_npy_and_png(registered, server, tmp_path):
 
     image = np.random.default_rng(3).integers(0, 255, size=(60, 80, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "room.png")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri}
-    for name in ("depth.npy", "depth.png"):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "depthtune.cli",
-                "predict",
-                str(tmp_path / "room.png"),
-                "--model",
-                "net12@champion",
-                "--out",
-                str(tmp_path / name),
-            ],
-            env=env,
+
+    def predict(model: str, out: Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "depthtune.cli", "predict", str(tmp_path / "room.png")]
+        return subprocess.run(
+            [*command, "--model", model, "--out", str(out)],
+            env={**os.environ, "MLFLOW_TRACKING_URI": server.uri},
             capture_output=True,
             text=True,
             timeout=300,
         )
+
+    for name in ("depth.npy", "depth.png"):
+        out = predict("net12@champion", tmp_path / name)
         assert out.returncode == 0, out.stderr[-2000:]
     depth = np.load(tmp_path / "depth.npy")
     assert depth.shape == (60, 80) and (depth > 0).all()
     millimetres = np.asarray(Image.open(tmp_path / "depth.png"))
     np.testing.assert_allclose(millimetres, np.clip(depth * 1000, 0, 65535).astype(np.uint16), atol=1)
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "depthtune.cli",
-            "predict",
-            str(tmp_path / "room.png"),
-            "--model",
-            "net12@gold",
-            "--out",
-            str(tmp_path / "x.npy"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = predict("net12@gold", tmp_path / "x.npy")
     assert bad.returncode == 2 and "no alias 'gold'" in bad.stderr
