@@ -29,6 +29,7 @@ from depthtune.dashboards.sweep_page import write_sweep_dashboard
 from depthtune.dashboards.sweep_record import load_sweep
 from depthtune.data import NYUArrays, read_nyu
 from depthtune.data.source import file_sha256, resolve_data
+from depthtune.data.splits import Splits
 from depthtune.evaluation import data_splits
 from depthtune.profiles import model_setup
 from depthtune.serve.server import TrackingServer, embedded_store
@@ -289,7 +290,7 @@ def _base_model(config: SweepConfig, state: SweepState | None, uri: str) -> Base
 
 
 def _sweep_params(
-    config: SweepConfig, data: Path, data_sha256: str, splits, base: BaseModel | None
+    config: SweepConfig, data: Path, data_sha256: str, splits: Splits, base: BaseModel | None
 ) -> dict[str, object]:
     """What the sweep's run records as parameters: the search, the data and split, the settings
     compared against, and the code and package versions that ran it."""
