@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -322,6 +323,7 @@ def parser() -> argparse.ArgumentParser:
         prog="depthtune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     root.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    root.add_argument("--version", action="version", version=f"depthtune {metadata.version('depthtune')}")
     commands = root.add_subparsers(dest="command", required=True)
     _add_data_parser(commands)
     _add_train_parser(commands)

@@ -87,6 +87,13 @@ def test_bad_input_is_one_clear_line(tmp_path, synthetic_file, args, message):
     assert not (tmp_path / "runs").exists()
 
 
+def test_version_is_the_installed_package_version(tmp_path):
+    from importlib import metadata
+
+    out = depthtune("--version", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == f"depthtune {metadata.version('depthtune')}"
+
+
 def test_unknown_model_is_rejected_by_the_parser(tmp_path):
     out = depthtune("train", "--model", "unet", "--data", "x.mat", cwd=tmp_path)
     assert out.returncode == 2 and "unet" in out.stderr

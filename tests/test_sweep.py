@@ -18,6 +18,7 @@ from conftest import PAPER_SETTINGS, SEARCH_SPACE, SWEEP_SPACE, run_in, sweep_co
 from depthtune.checkpoints import load_checkpoint
 from depthtune.sweep.summary import summary_text
 from depthtune.tracking.loading import load_model
+from depthtune.tracking.runs import EXPERIMENT_KIND
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("finished_sweep")]
 
@@ -30,6 +31,7 @@ def test_parent_and_one_nested_run_per_trial_with_every_epoch(finished_sweep):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == outcome.sweep_run_id]
     assert [p.info.run_id for p in parents] == [outcome.sweep_run_id]
     assert len(children) == outcome.trials == 4
+    assert client.get_experiment(outcome.experiment_id).tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]
     assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
     stopped = [r for r in children if r.info.status == "KILLED"]
     assert stopped, "ASHA stopped no trial"

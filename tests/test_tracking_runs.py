@@ -11,7 +11,7 @@ from depthtune.models import build
 from depthtune.predictor import DepthPredictor
 from depthtune.serve.server import TrackingServer, embedded_store
 from depthtune.tracking.previews import HEADER, log_grid, prediction_grid
-from depthtune.tracking.runs import RunLogger, find_run
+from depthtune.tracking.runs import EXPERIMENT_KIND, RunLogger, find_run, training_experiment
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +19,20 @@ def server(tmp_path_factory):
     directory = tmp_path_factory.mktemp("mlflow")
     with TrackingServer(*embedded_store(directory), log_path=directory / "server.log") as running:
         yield running
+
+
+def test_training_experiments_open_on_their_runs_in_the_ui(server):
+    """A new experiment is created with the model-training kind; one made without it (by an earlier
+    version, or by hand) gets the tag, keeping its id."""
+    client = MlflowClient(server.uri)
+    key, kind = EXPERIMENT_KIND
+    created = training_experiment(client, "kind-new")
+    assert client.get_experiment(created).tags[key] == kind
+    untagged = client.create_experiment("kind-old")
+    assert key not in client.get_experiment(untagged).tags
+    assert training_experiment(client, "kind-old") == untagged
+    assert client.get_experiment(untagged).tags[key] == kind
+    assert training_experiment(client, "kind-new") == created
 
 
 def test_child_run_nested_batched_and_resumed(server, tmp_path):

@@ -31,7 +31,7 @@ from depthtune.dashboards.page import write_page
 from depthtune.dashboards.published import PUBLISHED, PUBLISHED_MARK, PublishedResult
 from depthtune.metrics import PROTOCOLS
 from depthtune.models import geometry
-from depthtune.tracking.runs import RunLogger
+from depthtune.tracking.runs import RunLogger, training_experiment
 
 logger = logging.getLogger(__name__)
 
@@ -305,8 +305,7 @@ def write_comparison_dashboard(comparison: Comparison, path: str | Path) -> Path
 
 def log_comparison(client: MlflowClient, comparison: Comparison, dashboard: Path) -> str:
     """A run in the comparisons experiment holding the dashboard and each model's numbers."""
-    experiment = client.get_experiment_by_name(COMPARISON_EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(COMPARISON_EXPERIMENT)
+    experiment_id = training_experiment(client, COMPARISON_EXPERIMENT)
     run = RunLogger.start(
         client,
         experiment_id,

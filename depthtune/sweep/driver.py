@@ -54,7 +54,7 @@ from depthtune.sweep.summary import SweepOutcome
 from depthtune.sweep.trial import run_trial
 from depthtune.tracking.lineage import BaseModel, resolve_base_model
 from depthtune.tracking.reachable import check_tracking_uri
-from depthtune.tracking.runs import RunLogger
+from depthtune.tracking.runs import RunLogger, training_experiment
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def prepare(config: SweepConfig, location: _Location, data: Path, arrays: NYUArr
     experiment_dir = location.storage / location.name
     uri = _tracking_uri(config, stack, experiment_dir)
     client = MlflowClient(uri)
-    experiment_id = _experiment_id(client, config.experiment_name)
+    experiment_id = training_experiment(client, config.experiment_name)  # once, before any trial logs
     base = _base_model(config, location.state, uri)
     baseline = config.trial_config(
         config.baseline_params, data=str(data), net12_checkpoint=base.pinned if base else None
@@ -269,12 +269,6 @@ def _tracking_uri(config: SweepConfig, stack: ExitStack, log_dir: Path) -> str:
     backend, artifacts = embedded_store(Path.cwd())
     server = stack.enter_context(TrackingServer(backend, artifacts, log_path=log_dir / "mlflow-server.log"))
     return server.uri
-
-
-def _experiment_id(client: MlflowClient, name: str) -> str:
-    """Get or create the MLflow experiment, once, from the driver (before any trial logs)."""
-    experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
 
 
 def _base_model(config: SweepConfig, state: SweepState | None, uri: str) -> BaseModel | None:

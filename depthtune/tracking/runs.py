@@ -15,6 +15,20 @@ TERMINAL = ("FINISHED", "FAILED", "KILLED")
 TRIAL_TAG, SWEEP_TAG = "depthtune.trial_id", "depthtune.sweep_run_id"
 DIVERGED_TAG = "depthtune.diverged"  # on a trial's run whose training diverged: why (it ends FAILED)
 RUN_ID_KEY, TIMESTAMP_KEY = "mlflow_run_id", "mlflow_timestamp_ms"  # in every Tune result of a trial
+# MLflow 3's UI opens an experiment without this tag as a GenAI project (traces), not on its runs.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def training_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created when missing, tagged as model training so that
+    ``mlflow ui`` opens it on its runs (an experiment made by an earlier version gets the tag too)."""
+    key, kind = EXPERIMENT_KIND
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name, tags={key: kind})
+    if experiment.tags.get(key) != kind:
+        client.set_experiment_tag(experiment.experiment_id, key, kind)
+    return experiment.experiment_id
 
 
 def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
