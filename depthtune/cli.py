@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from depthtune.config import read_yaml
+from depthtune.configs import SHIPPED, shipped_config
 from depthtune.names import MODEL_NAMES
 from depthtune.sweep.errors import SweepInterrupted
 
 logger = logging.getLogger("depthtune")
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-DEMO_CONFIG = EXPERIMENTS / "configs" / "demo.yaml"
 TRAIN_FLAGS = (
     "epochs",
     "batch_size",
@@ -104,7 +103,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
 
 def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="synthetic data (or --data) -> Net12 -> Net3 -> results table")
-    demo.add_argument("--config", default=str(DEMO_CONFIG), help=f"demo YAML (default {DEMO_CONFIG})")
+    demo.add_argument("--config", help="demo YAML (default: the shipped one, `depthtune config demo` prints it)")
     demo.add_argument("--data", help="use this NYU-layout file instead of synthetic scenes")
     demo.add_argument("--splits-file", dest="splits_file", help="NYU splits.mat for the standard Eigen split")
     demo.add_argument("--profile", help="auto, paper or cpu")
@@ -136,7 +135,9 @@ SWEEP_ENVIRONMENT = {
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `depthtune tune` (experiments/tune_*.py call it with their model name)."""
-    parser.add_argument("--config", help="sweep YAML (default experiments/configs/<model>.yaml)")
+    parser.add_argument(
+        "--config", help="sweep YAML (default: the shipped <model>.yaml, `depthtune config <model>` prints it)"
+    )
     parser.add_argument("--data", help="nyu_depth_v2_labeled.mat or a file in its layout (default: synthetic)")
     parser.add_argument("--splits-file", dest="splits_file", help="NYU splits.mat for the standard Eigen split")
     parser.add_argument("--num-samples", dest="num_samples", type=int, help="trials to run")
@@ -182,6 +183,11 @@ def _add_tune_parser(commands: argparse._SubParsersAction) -> None:
     tune = commands.add_parser("tune", help="hyperparameter sweep on Ray Tune, tracked in MLflow")
     tune.add_argument("model", choices=MODEL_NAMES)
     add_tune_arguments(tune)
+
+
+def _add_config_parser(commands: argparse._SubParsersAction) -> None:
+    config = commands.add_parser("config", help="print a shipped config, to copy and edit (then pass it as --config)")
+    config.add_argument("name", choices=SHIPPED)
 
 
 def _add_predict_parser(commands: argparse._SubParsersAction) -> None:
@@ -329,6 +335,7 @@ def parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_demo_parser(commands)
     _add_tune_parser(commands)
+    _add_config_parser(commands)
     _add_predict_parser(commands)
     _add_dashboard_parser(commands)
     _add_compare_parser(commands)
@@ -404,7 +411,7 @@ def run_tune(args: argparse.Namespace) -> None:
     from depthtune.sweep.driver import run_sweep
     from depthtune.sweep.summary import summary_text
 
-    path = Path(args.config) if args.config else EXPERIMENTS / "configs" / f"{args.model}.yaml"
+    path = Path(args.config) if args.config else shipped_config(args.model)
     values = read_yaml(path)
     if values.get("model", args.model) != args.model:
         raise ValueError(f"{path} configures model {values['model']!r}, not {args.model!r}")
@@ -486,12 +493,17 @@ def _compare(args: argparse.Namespace) -> None:
     )
 
 
+def _print_config(args: argparse.Namespace) -> None:
+    sys.stdout.write(shipped_config(args.name).read_text())
+
+
 def _demo(args: argparse.Namespace) -> None:
     from depthtune.demo import DemoConfig, run_demo
 
-    values = read_yaml(args.config)
+    path = Path(args.config) if args.config else shipped_config("demo")
+    values = read_yaml(path)
     values.update(_overrides(args, ("data", "splits_file", "profile", "variant")))
-    run_demo(DemoConfig.from_dict(values, where=args.config))
+    run_demo(DemoConfig.from_dict(values, where=str(path)))
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -553,6 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _train,
         "demo": _demo,
         "tune": run_tune,
+        "config": _print_config,
         "predict": _predict,
         "dashboard": _dashboard,
         "compare": _compare,

@@ -1,4 +1,5 @@
-"""Run the demo (synthetic data -> Net12 -> Net3) from experiments/configs/demo.yaml."""
+"""Run the demo (synthetic data -> Net12 -> Net3 -> FCRN) from the shipped depthtune/configs/demo.yaml
+or --config FILE."""
 
 import sys
 

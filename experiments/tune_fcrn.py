@@ -1,4 +1,5 @@
-"""Sweep FCRN (Laina et al. 2016) with experiments/configs/fcrn.yaml; flags override it."""
+"""Sweep FCRN (Laina et al. 2016) with the shipped depthtune/configs/fcrn.yaml or --config FILE;
+flags override it."""
 
 import sys
 

@@ -1,4 +1,5 @@
-"""Sweep Net12 (Eigen & Fergus scales 1+2) with experiments/configs/net12.yaml; flags override it."""
+"""Sweep Net12 (Eigen & Fergus scales 1+2) with the shipped depthtune/configs/net12.yaml (or --config FILE);
+flags override it."""
 
 import sys
 

@@ -1,5 +1,5 @@
-"""Sweep Net3 (Eigen & Fergus scale 3) on models:/net12@champion with experiments/configs/net3.yaml;
-flags override it."""
+"""Sweep Net3 (Eigen & Fergus scale 3) on models:/net12@champion with the shipped depthtune/configs/net3.yaml
+(or --config FILE); flags override it."""
 
 import sys
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import TINY
+from depthtune.configs import shipped_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -101,7 +102,7 @@ def test_unknown_model_is_rejected_by_the_parser(tmp_path):
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
-    config = yaml.safe_load((REPO / "experiments" / "configs" / "demo.yaml").read_text())
+    config = yaml.safe_load(shipped_config("demo").read_text())
     config.update(
         synthetic_frames=20,
         synthetic_path=str(tmp_path / "synth.mat"),

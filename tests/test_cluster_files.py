@@ -19,6 +19,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from depthtune.configs import shipped_config
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -110,7 +112,7 @@ def test_worker_types_have_gpus_and_sane_bounds(cluster):
         # a per-type worker_setup_commands would replace the common setup (environment, secrets)
         assert "worker_setup_commands" not in node_type, name
     # two trials per GPU at --gpus-per-trial 0.5 need 2 x cpus_per_trial CPUs per GPU
-    cpus_per_trial = yaml.safe_load((REPO / "experiments" / "configs" / "net12.yaml").read_text())["cpus_per_trial"]
+    cpus_per_trial = yaml.safe_load(shipped_config("net12").read_text())["cpus_per_trial"]
     for name, node_type in workers.items():
         resources = node_type["resources"]
         assert resources["CPU"] >= 2 * cpus_per_trial * resources["GPU"], name
@@ -377,5 +379,5 @@ def test_dockerignore_keeps_local_state_out():
         "data/synthetic_nyu_300f_3v.mat",
     ):
         assert is_ignored(path, patterns), path
-    for path in ("pyproject.toml", "README.md", "depthtune/cli.py", "experiments/configs/net12.yaml"):
+    for path in ("pyproject.toml", "README.md", "depthtune/cli.py", "depthtune/configs/net12.yaml"):
         assert not is_ignored(path, patterns), path

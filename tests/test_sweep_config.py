@@ -1,14 +1,13 @@
 """Sweep configs: profile and command-line layering, and validation that names the bad value."""
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from conftest import PAPER_SETTINGS, SEARCH_SPACE, SWEEP_SPACE
+from depthtune.configs import SHIPPED, shipped_config
 from depthtune.sweep.config import SweepConfig
 
-CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+SWEEP_CONFIGS = [shipped_config(name) for name in SHIPPED if name != "demo"]
 
 
 def base(**extra):
@@ -103,26 +102,24 @@ def test_the_baseline_trial_is_the_papers_settings_at_the_sweeps_budget():
     assert config.is_baseline(dict(config.baseline_params)) and not config.is_baseline(
         {**config.baseline_params, "lr": 0.02}
     )
-    shipped = SweepConfig.from_dict(yaml.safe_load((CONFIGS / "fcrn.yaml").read_text()), profile="cpu")
+    shipped = SweepConfig.from_dict(yaml.safe_load(shipped_config("fcrn").read_text()), profile="cpu")
     assert shipped.baseline_params == {"lr": 0.01, "momentum": 0.9, "step_size": 2, "grad_weight": 0.0}
 
 
 @pytest.mark.parametrize("profile", ["paper", "cpu"])
 def test_shipped_configs_are_valid(profile):
-    for path in CONFIGS.glob("*.yaml"):
-        if path.name != "demo.yaml":
-            SweepConfig.from_dict(yaml.safe_load(path.read_text()), profile=profile, where=str(path))
+    for path in SWEEP_CONFIGS:
+        SweepConfig.from_dict(yaml.safe_load(path.read_text()), profile=profile, where=str(path))
 
 
 @pytest.mark.parametrize("profile", ["paper", "cpu"])
 def test_shipped_loader_workers_fit_in_a_trials_cpus(profile):
     """GPU trials load in worker processes beside the training one; one-CPU trials load inline."""
-    for path in CONFIGS.glob("*.yaml"):
-        if path.name != "demo.yaml":
-            config = SweepConfig.from_dict(yaml.safe_load(path.read_text()), profile=profile, where=str(path))
-            lows = {name: r.low for name, r in config.space.items()}
-            workers = config.trial_config(lows, net12_checkpoint=config.net12_model).num_workers
-            assert workers == (0 if config.cpus_per_trial <= 1 else config.cpus_per_trial - 1), path
+    for path in SWEEP_CONFIGS:
+        config = SweepConfig.from_dict(yaml.safe_load(path.read_text()), profile=profile, where=str(path))
+        lows = {name: r.low for name, r in config.space.items()}
+        workers = config.trial_config(lows, net12_checkpoint=config.net12_model).num_workers
+        assert workers == (0 if config.cpus_per_trial <= 1 else config.cpus_per_trial - 1), path
 
 
 def test_resume_needs_a_sweep_and_a_new_sweep_never_overwrites_one(tmp_path):
