@@ -1,5 +1,6 @@
 """Registry and loading by name on a real mlflow server: champion/challenger aliases, loading in a
-fresh process through depthtune.load_model and mlflow.pyfunc with pickle loading forbidden."""
+fresh process through depthtune.load_model and mlflow.pyfunc with pickle loading forbidden, and
+what the logged model says of itself (signature, input example, test metrics, bundled code)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,24 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 
+import depthtune
 from conftest import TINY
 from depthtune.models import build
 from depthtune.predictor import DepthPredictor
 from depthtune.serve.server import TrackingServer, embedded_store
 from depthtune.tracking.loading import load_model, parse_reference
-from depthtune.tracking.registry import log_depth_model, register_version
+from depthtune.tracking.registry import example_image, log_depth_model, register_version, tracking_uri
 from depthtune.tracking.runs import RunLogger
 
 PROTOCOL = {"split": "random(seed=0)", "crop": "eigen", "max_depth": 10.0}
@@ -36,7 +42,10 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def registered(server):
     """Versions 1..5 of net12 by validation abs rel: better, better, worse, one under another
-    protocol, and one whose test score is the best of all but whose validation score is worse."""
+    protocol, and one whose test score is the best of all but whose validation score is worse.
+    Each run has, as a sweep's winner has, its selection metric at the step of the epoch whose
+    weights are logged (1) and its test metrics after the last epoch (3). Last:
+    the messages of the warnings that logging and registering raised."""
     client = MlflowClient(server.uri)
     experiment = client.create_experiment("registry-test")
     models, registrations = [], []
@@ -47,30 +56,35 @@ def registered(server):
         (0.10, 0.11, {**PROTOCOL, "split": "splits.mat"}),
         (0.26, 0.05, PROTOCOL),
     ]
-    for i, (val_abs_rel, test_abs_rel, protocol) in enumerate(versions):
-        torch.manual_seed(i)
-        model = build("net12", **TINY["net12"]).eval()
-        run = RunLogger.start(client, experiment, name=f"trial_{i}")
-        model_uri = log_depth_model(model, run.run_id, server.uri)
-        run.finish()
-        registrations.append(
-            register_version(
-                client,
-                server.uri,
-                model_uri,
-                "net12",
-                selection=("val_abs_rel", val_abs_rel),
-                test_metrics={"abs_rel": test_abs_rel, "rmse": 1.0},
-                protocol=protocol,
-                tags={"sweep_run_id": "s", "data_sha256": "d"},
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i, (val_abs_rel, test_abs_rel, protocol) in enumerate(versions):
+            torch.manual_seed(i)
+            model = build("net12", **TINY["net12"]).eval()
+            run = RunLogger.start(client, experiment, name=f"trial_{i}")
+            test_metrics = {"abs_rel": test_abs_rel, "rmse": 1.0}
+            run.log_epoch({"val_abs_rel": val_abs_rel}, step=1)
+            run.log_epoch({f"test_{k}": v for k, v in test_metrics.items()}, step=3)
+            logged = log_depth_model(model, run.run_id, server.uri, step=1)
+            run.finish()
+            registrations.append(
+                register_version(
+                    client,
+                    server.uri,
+                    logged,
+                    "net12",
+                    selection=("val_abs_rel", val_abs_rel),
+                    test_metrics=test_metrics,
+                    protocol=protocol,
+                    tags={"sweep_run_id": "s", "data_sha256": "d"},
+                )
             )
-        )
-        models.append(model)
-    return client, models, registrations
+            models.append(model)
+    return client, models, registrations, [str(w.message) for w in caught]
 
 
 def test_champion_moves_only_when_beaten_under_the_same_protocol(registered):
-    client, _, registrations = registered
+    client, _, registrations, _ = registered
     assert [(r.version, r.alias) for r in registrations] == [
         ("1", "champion"),
         ("2", "champion"),
@@ -88,7 +102,7 @@ def test_champion_moves_only_when_beaten_under_the_same_protocol(registered):
 
 
 def test_load_by_name_alias_version_and_uri(registered, server):
-    _, models, _ = registered
+    _, models, _, _ = registered
     image = np.random.default_rng(1).integers(0, 255, size=(96, 128, 3), dtype=np.uint8)
     expected = DepthPredictor(models[1]).predict(image)
     for reference in ("net12@champion", "net12/2", "models:/net12@champion"):
@@ -98,7 +112,7 @@ def test_load_by_name_alias_version_and_uri(registered, server):
 @pytest.mark.parametrize("via", ["server", "sqlite-file"])
 def test_fresh_process_loads_without_pickle(registered, server, tmp_path, via):
     """Only the package and the tracking URI: the server's, or the embedded store's file (no server)."""
-    _, models, _ = registered
+    _, models, _, _ = registered
     image = np.random.default_rng(2).integers(0, 255, size=(120, 160, 3), dtype=np.uint8)
     np.save(tmp_path / "image.npy", image)
     np.save(tmp_path / "expected.npy", DepthPredictor(models[1]).predict(image))
@@ -121,6 +135,106 @@ def test_fresh_process_loads_without_pickle(registered, server, tmp_path, via):
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
     )
     assert out.returncode == 0 and "LOADED" in out.stdout, out.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def champion_files(registered, server, tmp_path_factory) -> Path:
+    """The champion, version 2, as MLflow stores it."""
+    with tracking_uri(server.uri):
+        return Path(mlflow.artifacts.download_artifacts("models:/net12/2", dst_path=tmp_path_factory.mktemp("v2")))
+
+
+def test_logging_raises_no_type_hint_warning(registered):
+    messages = registered[3]
+    assert not [m for m in messages if "type hint" in m], messages
+
+
+def test_logged_model_has_a_tensor_signature_and_an_input_example(champion_files):
+    model = Model.load(champion_files)
+    assert [(s.type, s.shape) for s in model.signature.inputs.inputs] == [(np.dtype(np.uint8), (-1, -1, 3))]
+    assert [(s.type, s.shape) for s in model.signature.outputs.inputs] == [(np.dtype(np.float32), (-1, -1))]
+    example = model.load_input_example(champion_files)
+    assert example.dtype == np.uint8
+    np.testing.assert_array_equal(example, example_image())
+
+
+def test_pyfunc_predicts_depth_and_refuses_what_the_signature_does_not_allow(registered, champion_files, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # loading puts the model's code/ first on it
+    _, models, _, _ = registered
+    pyfunc = mlflow.pyfunc.load_model(str(champion_files))
+    image = np.random.default_rng(4).integers(0, 255, size=(30, 40, 3), dtype=np.uint8)
+    depth = pyfunc.predict(image)
+    assert depth.dtype == np.float32 and depth.shape == (30, 40)
+    np.testing.assert_allclose(depth, DepthPredictor(models[1]).predict(image), rtol=1e-5)
+    with pytest.raises(MlflowException, match=r"Shape of input \(1, 30, 40, 3\) does not match"):
+        pyfunc.predict(image[None])
+    with pytest.raises(MlflowException, match="dtype of input float32 does not match expected dtype uint8"):
+        pyfunc.predict(image.astype(np.float32))
+
+
+def test_logged_model_carries_the_test_metrics(registered, champion_files):
+    """On the logged model at the step the run has them, beside the metrics of the epoch whose weights
+    were logged, and the run's history gains no second point."""
+    client = registered[0]
+    model = client.get_logged_model(Model.load(champion_files).model_id)
+    assert {m.key: (m.value, m.step) for m in model.metrics} == {
+        "val_abs_rel": (0.25, 1),
+        "test_abs_rel": (0.27, 3),
+        "test_rmse": (1.0, 3),
+    }
+    assert [(m.step, m.value) for m in client.get_metric_history(model.source_run_id, "test_abs_rel")] == [(3, 0.27)]
+
+
+def test_model_bundles_the_package_code_and_does_not_require_depthtune(champion_files):
+    assert Model.load(champion_files).flavors["python_function"]["code"] == "code"
+    bundled = champion_files / "code" / "depthtune"
+    for module in ("__init__.py", "metrics.py", "data/transforms.py", "models/eigen.py", "tracking/pyfunc_model.py"):
+        assert (bundled / module).is_file(), module
+    assert (bundled / "predictor.py").read_text() == (Path(depthtune.__file__).parent / "predictor.py").read_text()
+    assert not list(bundled.rglob("__pycache__"))
+    requirements = (champion_files / "requirements.txt").read_text().split()
+    assert [r.split("==")[0] for r in requirements] == ["torch", "numpy", "mlflow"]
+
+
+def test_pyfunc_loads_with_the_bundled_code_alone(registered, server, tmp_path):
+    """A fresh process in which depthtune is importable only from the model's code/ folder, and the
+    packages that only depthtune's training needs (h5py, ray, optuna, plotly) not at all."""
+    _, models, _, _ = registered
+    image = np.random.default_rng(5).integers(0, 255, size=(48, 64, 3), dtype=np.uint8)
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "expected.npy", DepthPredictor(models[1]).predict(image))
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from importlib.abc import MetaPathFinder
+        from importlib.machinery import PathFinder
+
+        class OnlyTheModelsCode(MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                code = [p for p in sys.path if os.path.basename(p) == "code"] if name == "depthtune" else []
+                spec = PathFinder.find_spec(name, code) if code else None
+                if spec is None and name in {{"depthtune", "h5py", "ray", "optuna", "plotly"}}:
+                    raise ModuleNotFoundError(f"{{name}} is blocked", name=name)
+                return spec
+
+        sys.meta_path.insert(0, OnlyTheModelsCode())
+        try:
+            import depthtune
+            raise AssertionError(f"depthtune is importable before the model is loaded: {{depthtune.__file__}}")
+        except ModuleNotFoundError:
+            pass
+        import numpy as np, mlflow
+        depth = mlflow.pyfunc.load_model("models:/net12@champion").predict(np.load({str(tmp_path / "image.npy")!r}))
+        np.testing.assert_allclose(depth, np.load({str(tmp_path / "expected.npy")!r}), rtol=1e-5)
+        print("LOADED", depth.dtype, depth.shape, sys.modules["depthtune"].__file__)
+        """
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "LOADED float32 (48, 64) " in out.stdout and "/code/depthtune/__init__.py" in out.stdout, out.stdout
 
 
 def test_unknown_names_and_aliases_list_what_exists(registered, server):

@@ -45,11 +45,11 @@ def register_winner(plan: SweepPlan, client: MlflowClient, winner: EvaluatedTria
         "test_frames": len(plan.splits.test),
         "data_sha256": plan.data_sha256,
     }
-    model_uri = log_depth_model(model.cpu(), winner.run_id, plan.tracking.uri)
+    logged = log_depth_model(model.cpu(), winner.run_id, plan.tracking.uri, step=winner.best_epoch - 1)
     return register_version(
         client,
         plan.tracking.uri,
-        model_uri,
+        logged,
         name,
         selection=(config.metric, winner.val_metrics[config.metric]),
         test_metrics=winner.test_metrics,
