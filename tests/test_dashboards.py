@@ -104,6 +104,9 @@ def test_sweep_dashboard_content(sweep_dashboard):
     assert [t.type for t in scatter.data] == ["scatter"] * 4 and scatter.layout.xaxis.type == "log"
     (table,) = figures["top_trials"].data
     assert table.type == "table" and set(table.cells.values[-1]) == {t.run_id for t in record.trials}
+    assert table.header.values[-2] == "mean utilisation"
+    shown = table.cells.values[-2]  # "-": a trial too short for a second system-metrics sample
+    assert all(re.fullmatch(r"CPU \d+%", cell) or cell == "-" for cell in shown) and any(c != "-" for c in shown)
 
 
 def test_comparison_content(comparison):

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from depthtune.dashboards.page import write_page
-from depthtune.dashboards.sweep_record import SweepRecord
+from depthtune.dashboards.sweep_record import SweepRecord, TrialRecord
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +169,25 @@ def hyperparameter_scatter(record: SweepRecord) -> go.Figure:
     return figure
 
 
+def _utilisation(trial: TrialRecord) -> str:
+    """E.g. ``GPU 87%``: a starved GPU shows here; ``-`` for a run without system metrics."""
+    use = trial.utilisation
+    return f"{use.device} {use.mean_percent:.0f}%" if use else "-"
+
+
 def top_trials_table(record: SweepRecord, count: int = TOP_TRIALS) -> go.Figure:
-    """The best trials by validation metric, with their MLflow run ids."""
+    """The best trials by validation metric, with their mean GPU (else CPU) utilisation and MLflow run ids."""
     top = record.ranked()[:count]
-    header = ["rank", "trial", "status", "epochs", f"best {record.metric}", *record.space, "MLflow run id"]
+    header = [
+        "rank",
+        "trial",
+        "status",
+        "epochs",
+        f"best {record.metric}",
+        *record.space,
+        "mean utilisation",
+        "MLflow run id",
+    ]
     columns = [
         list(range(1, len(top) + 1)),
         [
@@ -184,9 +199,10 @@ def top_trials_table(record: SweepRecord, count: int = TOP_TRIALS) -> go.Figure:
         [t.epochs for t in top],
         [f"{t.best(record.mode):.4f}" for t in top],
         *[[f"{t.params.get(name, math.nan):.4g}" for t in top] for name in record.space],
+        [_utilisation(t) for t in top],
         [t.run_id for t in top],
     ]
-    widths = [40, 130, 80, 55, 90, *([75] * len(record.space)), 260]
+    widths = [40, 130, 80, 55, 90, *([75] * len(record.space)), 95, 260]
     figure = go.Figure(
         go.Table(columnwidth=widths, header=dict(values=header, fill_color="#dde5f0"), cells=dict(values=columns))
     )
@@ -256,7 +272,12 @@ def write_sweep_dashboard(record: SweepRecord, path: str | Path) -> Path:
             "Red: the winner. Each trial's best epoch.",
             figures["scatter"],
         ),
-        (f"Top {min(TOP_TRIALS, len(record.ranked()))} trials", "", figures["top_trials"]),
+        (
+            f"Top {min(TOP_TRIALS, len(record.ranked()))} trials",
+            "Mean utilisation: of the trial's GPUs, or of its node's CPUs for a CPU trial (MLflow system metrics); "
+            "a GPU well below 100% is waiting for data.",
+            figures["top_trials"],
+        ),
     ]
     written = write_page(path, f"depthtune sweep {record.name}", notes, sections)
     logger.info("sweep dashboard: %s", written)

@@ -1,6 +1,6 @@
 """A finished (or running) sweep as MLflow recorded it: the parent run's settings, its comparison
 of the winner with the paper-settings trial, and, per trial, its hyperparameters, status, whether
-it is that baseline, and per-epoch validation metric. Everything the sweep dashboard
+it is that baseline, per-epoch validation metric and mean device utilisation. Everything the sweep dashboard
 shows comes from here, so it can be rebuilt later from the tracking server alone."""
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from mlflow import MlflowClient
 from depthtune.paper_settings import BASELINE_TAG, PAPER
 from depthtune.search_space import ParamRange, parse_search_space
 from depthtune.tracking.runs import SWEEP_TAG, TRIAL_TAG
+from depthtune.tracking.system_metrics import Utilisation, mean_utilisation
 
 
 @dataclass
 class TrialRecord:
-    """One trial: its run, hyperparameters, status, learning curve (1-based epoch, value), and
-    whether it ran the paper's settings."""
+    """One trial: its run, hyperparameters, status, learning curve (1-based epoch, value), whether
+    it ran the paper's settings, and its mean GPU (else CPU) utilisation from its system metrics."""
 
     trial_id: str
     run_id: str
@@ -27,6 +28,7 @@ class TrialRecord:
     params: dict[str, float]
     curve: list[tuple[int, float]]
     paper: bool = False
+    utilisation: Utilisation | None = None
 
     def best(self, mode: str) -> float | None:
         values = [value for _, value in self.curve]
@@ -94,6 +96,7 @@ def load_sweep(client: MlflowClient, sweep_run_id: str) -> SweepRecord:
                 params={k: _number(run.data.params[k], space[k].kind) for k in space if k in run.data.params},
                 curve=sorted((m.step + 1, m.value) for m in history),
                 paper=run.data.tags.get(BASELINE_TAG) == PAPER,
+                utilisation=mean_utilisation(client, run.info.run_id, list(run.data.metrics)),
             )
         )
     return SweepRecord(
