@@ -1,5 +1,5 @@
 """Does tuning beat the papers' settings? For each sweep seed, the shipped sweeps of Net12, Net3 (on
-that seed's Net12 winner) and FCRN, as a user runs them (experiments/configs/*.yaml, the cpu
+that seed's Net12 winner) and FCRN, as a user runs them (the shipped depthtune/configs/*.yaml, the cpu
 profile without a GPU, the default synthetic data), each with the paper-settings trial first. Per
 sweep: the paper trial against the winner on validation abs rel (what chose the winner) and on test
 abs rel (reported only), and the gain. The seed is both the searcher's and the training seed, so
@@ -22,6 +22,7 @@ from pathlib import Path
 import ray
 
 from depthtune.config import read_yaml
+from depthtune.configs import shipped_config
 from depthtune.data.source import resolve_data
 from depthtune.profiles import resolve_profile
 from depthtune.serve.server import TrackingServer, embedded_store
@@ -29,13 +30,12 @@ from depthtune.sweep.config import SweepConfig
 from depthtune.sweep.driver import run_sweep
 from depthtune.sweep.summary import SweepOutcome
 
-CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 MODELS = ("net12", "net3", "fcrn")
 
 
 def sweep(model: str, seed: int, uri: str, storage: Path, data: Path) -> SweepOutcome:
     """The shipped sweep of ``model`` with searcher and training seed ``seed``."""
-    values = read_yaml(CONFIGS / f"{model}.yaml")
+    values = read_yaml(shipped_config(model))
     overrides = {
         "name": f"{model}-seed{seed}",
         "seed": seed,
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every row here (rewritten after each sweep)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    defaults = read_yaml(CONFIGS / "net12.yaml")
+    defaults = read_yaml(shipped_config("net12"))
     data = resolve_data(
         None, synthetic_path=defaults["synthetic_path"], synthetic_frames=defaults["synthetic_frames"], workers=2
     ).resolve()

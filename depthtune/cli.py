@@ -152,6 +152,23 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue a sweep whose driver died (--name, or the latest)"
     )
     parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,  # also `depthtune -v tune ...`: the subcommand must not reset it
+        help="debug logging, and Ray's, MLflow's and Optuna's own console output (result boxes, run links)",
+    )
+    parser.add_argument(
+        "--extend",
+        metavar="SWEEP",
+        help="add --num-samples trials to the finished sweep SWEEP: its settings, run and Optuna study",
+    )
+    parser.add_argument(
+        "--warm-start",
+        dest="warm_start",
+        metavar="SWEEP",
+        help="a new sweep whose TPE starts from the finished trials of the earlier sweep SWEEP",
+    )
+    parser.add_argument(
         "--tracking-uri",
         dest="tracking_uri",
         help="MLflow server, e.g. http://head:5000 (default: MLFLOW_TRACKING_URI, else ./mlflow.db)",
@@ -420,15 +437,13 @@ def run_tune(args: argparse.Namespace) -> None:
     overrides["train"] = _overrides(args, ("epochs", "encoder_weights"))
     profile = resolve_profile(args.profile, cluster=bool(overrides.get("ray_address")))
     config = SweepConfig.from_dict(values, profile=profile, where=str(path), overrides=overrides)
-    logger.info(
-        "sweeping %s (%s profile): %d trials, %d at a time, %d epochs each",
-        args.model,
-        profile,
-        config.num_samples,
-        config.max_concurrent,
-        config.epochs,
+    if args.extend and (args.resume or args.warm_start or args.name or args.num_samples is None):
+        raise ValueError("--extend SWEEP takes --num-samples N, and neither --resume, --warm-start nor --name")
+    if args.warm_start and args.resume:
+        raise ValueError("--warm-start starts a new sweep; it does not combine with --resume")
+    outcome = run_sweep(
+        config, resume=args.resume, extend=args.extend, warm_start=args.warm_start, verbose=args.verbose
     )
-    outcome = run_sweep(config, resume=args.resume)
     logger.info("\n%s", summary_text(outcome, config))
 
 

@@ -95,6 +95,7 @@ def sweep_config(data, storage, **overrides) -> SweepConfig:
         "reduction_factor": 2,
         "seed": 7,
         "storage_path": str(storage),
+        "system_metrics_every": 1,
         "search_space": SWEEP_SPACE,
         "paper_settings": PAPER_SETTINGS,
         "train": {
@@ -107,12 +108,13 @@ def sweep_config(data, storage, **overrides) -> SweepConfig:
     return SweepConfig.from_dict(values, profile="cpu")
 
 
-def run_in(directory: Path, config: SweepConfig) -> SweepOutcome:
-    """Run a sweep with ``directory`` as the working directory (where ./mlflow.db lives)."""
+def run_in(directory: Path, config: SweepConfig, **how) -> SweepOutcome:
+    """Run a sweep (``how``: run_sweep's resume, extend, warm_start) with ``directory`` as the
+    working directory (where ./mlflow.db lives)."""
     previous = os.getcwd()
     os.chdir(directory)
     try:
-        return run_sweep(config)
+        return run_sweep(config, **how)
     finally:
         os.chdir(previous)
 

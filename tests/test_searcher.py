@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from optuna.samplers import RandomSampler, TPESampler
+from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -53,6 +54,11 @@ def test_suggestions_are_seeded():
     assert a.suggest("x") == b.suggest("x")
 
 
+def _algorithm(config):
+    """The sweep's searcher on a study in memory."""
+    return search_algorithm(config, InMemoryStorage(), "sweep")
+
+
 def _told(searcher, losses):
     """Suggest and complete one full-budget trial per loss; return the next suggestion."""
     for number, loss in enumerate(losses):
@@ -65,16 +71,16 @@ def test_random_search_ignores_results_and_tpe_uses_them(tmp_path: Path):
         kind: sweep_config(tmp_path / "x.mat", tmp_path, searcher=kind, seed=5, train={"epochs": 4})
         for kind in ("tpe", "random")
     }
-    tpe, random = search_algorithm(configs["tpe"]), search_algorithm(configs["random"])
+    tpe, random = _algorithm(configs["tpe"]), _algorithm(configs["random"])
     assert isinstance(tpe._sampler, TPESampler) and isinstance(random._sampler, RandomSampler)
     good, bad = list(range(12)), list(range(12, 0, -1))
-    assert _told(search_algorithm(configs["random"]), good) == _told(search_algorithm(configs["random"]), bad)
-    assert _told(search_algorithm(configs["tpe"]), good) != _told(search_algorithm(configs["tpe"]), bad)
+    assert _told(_algorithm(configs["random"]), good) == _told(_algorithm(configs["random"]), bad)
+    assert _told(_algorithm(configs["tpe"]), good) != _told(_algorithm(configs["tpe"]), bad)
 
 
 def test_tpe_models_results_after_its_startup_trials(tmp_path: Path):
     def tpe(startup: int):
-        return search_algorithm(
+        return _algorithm(
             sweep_config(tmp_path / "x.mat", tmp_path, seed=5, startup_trials=startup, train={"epochs": 4})
         )
 
@@ -121,7 +127,7 @@ def test_stopping_epochs_are_ashas_rungs(tmp_path: Path, epochs: int, grace: int
 @pytest.mark.parametrize("kind", ["tpe", "random"])
 def test_the_first_trial_is_the_papers_settings_and_the_searcher_learns_from_it(tmp_path, kind):
     config = sweep_config(tmp_path / "x.mat", tmp_path, searcher=kind, seed=5, train={"epochs": 4})
-    searcher = search_algorithm(config)
+    searcher = _algorithm(config)
     first = searcher.suggest("paper")
     assert first == config.baseline_params == {"lr": 0.01, "momentum": 0.9, "step_size": 1, "grad_weight": 1.0}
     assert config.is_baseline(first) and not config.is_baseline(searcher.suggest("next"))

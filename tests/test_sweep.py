@@ -18,6 +18,7 @@ from conftest import PAPER_SETTINGS, SEARCH_SPACE, SWEEP_SPACE, run_in, sweep_co
 from depthtune.checkpoints import load_checkpoint
 from depthtune.sweep.summary import summary_text
 from depthtune.tracking.loading import load_model
+from depthtune.tracking.previews import GRID_KEY
 from depthtune.tracking.runs import EXPERIMENT_KIND
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("finished_sweep")]
@@ -40,6 +41,10 @@ def test_parent_and_one_nested_run_per_trial_with_every_epoch(finished_sweep):
         assert epochs == 3 if run.info.status == "FINISHED" else 1 <= epochs < 3
         for key in ("train_loss", "val_abs_rel", "val_delta1", "lr", "epoch_seconds", "images_per_second"):
             assert len(client.get_metric_history(run.info.run_id, key)) == epochs
+        if run.info.status == "FINISHED":  # sampled every second; an ASHA-stopped process may end before a sample
+            cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+            assert cpu and all(0 <= m.value <= 100 * os.cpu_count() for m in cpu)
+            assert {"system/system_memory_usage_megabytes", "system/disk_usage_percentage"} <= set(run.data.metrics)
         assert set(SEARCH_SPACE) <= set(run.data.params)
         assert run.data.tags["depthtune.sweep_run_id"] == outcome.sweep_run_id
         artifacts = workdir / "mlruns" / outcome.experiment_id / run.info.run_id / "artifacts"
@@ -47,12 +52,22 @@ def test_parent_and_one_nested_run_per_trial_with_every_epoch(finished_sweep):
         assert config["lr"] == float(run.data.params["lr"]) and config["epochs"] == 3
         assert {p.name for p in (artifacts / "best_model").iterdir()} == {"weights.pt", "model.json"}
         assert 1 <= int(run.data.tags["depthtune.best_epoch"]) <= epochs
-        grids = sorted(p.name for p in (artifacts / "predictions").glob("*.png")) if epochs >= 2 else []
-        assert grids == [f"epoch_{e:03d}.png" for e in range(2, epochs + 1)]
+        grids = sorted(int(p.name.split("+")[2]) for p in (artifacts / "images").glob(f"{GRID_KEY}+step+*.png"))
+        assert grids == list(range(1, epochs))  # every 2nd epoch and the last (steps count epochs from 0)
     parent = client.get_run(outcome.sweep_run_id)
     assert {"search_space", "scheduler", "data_sha256", "git_commit", "version.ray", "paper_settings"} <= set(
         parent.data.params
     )
+    for run in [parent, *children]:  # the data as MLflow's dataset input, with the split it was cut into
+        (used,) = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert used.dataset.digest == parent.data.params["data_sha256"][:36] and used.dataset.source_type == "local"
+        assert json.loads(used.dataset.source)["uri"] == parent.data.params["data"]
+        profile = json.loads(used.dataset.profile)
+        assert (
+            f"train {profile['train']}, val {profile['val']}, test {profile['test']}"
+            == parent.data.params["split_frames"]
+        )
+        assert [(tag.key, tag.value) for tag in used.tags] == [("mlflow.data.context", "training")]
     assert parent.data.params["metric"] == "val_abs_rel" and parent.data.params["split"].startswith(
         "random by scene(seed=0"
     )

@@ -30,6 +30,23 @@ def test_profile_then_flags_win():
     assert (paper.num_samples, paper.epochs) == (20, 10)
 
 
+def test_an_epochs_flag_rescales_the_grace_period_and_the_step_size_range():
+    values = base(grace_period=3, search_space={**SWEEP_SPACE, "step_size": {"type": "int", "low": 3, "high": 8}})
+    for epochs, grace, space, fixed in [(20, 3, (6, 16), None), (5, 3, (2, 4), None), (1, 1, None, 1)]:
+        config = SweepConfig.from_dict(values, profile="cpu", overrides={"train": {"epochs": epochs}})
+        step = config.search_space.get("step_size")
+        assert (config.grace_period, step and (step["low"], step["high"]), config.train.get("step_size")) == (
+            grace,
+            space,
+            fixed,
+        )
+        assert config.is_baseline(config.baseline_params)  # the paper's settings stay inside the search
+    own = SweepConfig.from_dict(values, profile="cpu", overrides={"train": {"epochs": 5}, "grace_period": 2})
+    assert own.grace_period == 2
+    with pytest.raises(ValueError, match="grace_period=3 exceeds train.epochs=2"):
+        SweepConfig.from_dict(base(grace_period=3, train={"epochs": 2}), profile="cpu")  # a YAML's own mistake
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -5,6 +5,7 @@ exit code, clear run statuses, and a registry that only ever holds finished resu
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from mlflow import MlflowClient
 
 from conftest import PAPER_SETTINGS, SWEEP_SPACE, TINY
 from depthtune.serve.processes import free_port
+from depthtune.sweep.console import QUIET_MLFLOW
 
 pytestmark = pytest.mark.slow
 
@@ -46,9 +48,10 @@ def _config(directory: Path, data: Path, **overrides) -> Path:
 
 
 def _environment() -> dict[str, str]:
-    return {
-        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "DEPTHTUNE_STORAGE_PATH")
-    }
+    """This process's environment without what points a sweep elsewhere or quiets its console (an
+    in-process sweep of this test session sets QUIET_MLFLOW here)."""
+    left_out = ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "DEPTHTUNE_STORAGE_PATH", *QUIET_MLFLOW)
+    return {k: v for k, v in os.environ.items() if k not in left_out}
 
 
 def _tune(cwd: Path, *args: str) -> subprocess.Popen:
@@ -152,10 +155,20 @@ def test_two_sweeps_started_together_in_a_fresh_folder_both_finish_apart(tmp_pat
         grace_period=2,
         train={"epochs": 2, "batch_size": 8, "model_cfg": MODEL_CFG},
     )
-    drivers = [_tune(tmp_path, "--config", str(config)) for _ in range(2)]
+    drivers = [_tune(tmp_path, "--config", str(config), *flags) for flags in ([], ["--verbose"])]
     outputs = [_finish(driver) for driver in drivers]
     for driver, output in zip(drivers, outputs):
         assert driver.returncode == 0, output[-4000:]
+    quiet, verbose = outputs  # the default console: a status table, a line per ended trial, the summary
+    assert len(re.findall(r"trial \w+ finished after 2/2 epochs: best val_abs_rel \d\.\d{4}", quiet)) == 2
+    for noise in (
+        "View run",
+        "Checkpoint successfully created",
+        "completed after 2 iterations",
+        "started with configuration",
+    ):
+        assert noise not in quiet and noise in verbose, noise
+    assert "registered net12 version" in quiet and len(quiet.splitlines()) < len(verbose.splitlines()) / 2
     folders = sorted(p.name for p in (tmp_path / "ray_results").iterdir())
     assert len(folders) == 2 and len(set(folders)) == 2
     store = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

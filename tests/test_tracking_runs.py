@@ -1,6 +1,8 @@
 """Runs owned by depthtune on a real mlflow server: nesting, batched epochs, resume, statuses, and the
 prediction grids trials log to them."""
 
+import re
+
 import numpy as np
 import pytest
 from mlflow import MlflowClient
@@ -10,7 +12,7 @@ from conftest import TINY
 from depthtune.models import build
 from depthtune.predictor import DepthPredictor
 from depthtune.serve.server import TrackingServer, embedded_store
-from depthtune.tracking.previews import HEADER, log_grid, prediction_grid
+from depthtune.tracking.previews import GRID_KEY, HEADER, log_grid, prediction_grid
 from depthtune.tracking.runs import EXPERIMENT_KIND, RunLogger, find_run, training_experiment
 
 
@@ -78,13 +80,18 @@ def test_find_run_by_dotted_tags(server):
     assert find_run(client, experiment, {"depthtune.trial_id": "abc_00003"}) is None
 
 
-def test_prediction_grid_logged_as_lossless_png(server, tmp_path):
+def test_prediction_grid_logged_as_a_stepped_image_and_a_lossless_png(server, tmp_path):
     client = MlflowClient(server.uri)
     run = RunLogger.start(client, client.create_experiment("grid-test"), name="trial")
     pixels = np.random.default_rng(0).integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
-    log_grid(client, run.run_id, Image.fromarray(pixels), "predictions/epoch_002.png")
-    assert [a.path for a in client.list_artifacts(run.run_id, "predictions")] == ["predictions/epoch_002.png"]
-    local = client.download_artifacts(run.run_id, "predictions/epoch_002.png", str(tmp_path))
+    log_grid(client, run.run_id, Image.fromarray(pixels), step=1)
+    log_grid(client, run.run_id, Image.fromarray(pixels[::-1]), step=3)
+    names = sorted(a.path for a in client.list_artifacts(run.run_id, "images"))
+    pngs = [name for name in names if name.endswith(".png")]
+    assert [re.match(rf"images/{GRID_KEY}\+step\+(\d+)\+", name).group(1) for name in pngs] == ["1", "3"]
+    assert len(names) == 4  # beside each PNG, the small copy the UI's step slider shows
+    assert client.get_run(run.run_id).data.tags["mlflow.loggedImages"] == "True"
+    local = client.download_artifacts(run.run_id, pngs[0], str(tmp_path))
     with Image.open(local) as image:
         assert image.format == "PNG"
         assert np.array_equal(np.asarray(image), pixels)

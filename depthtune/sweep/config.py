@@ -1,4 +1,4 @@
-"""A sweep's settings, from a YAML file (experiments/configs/<model>.yaml) and CLI overrides, with
+"""A sweep's settings, from a YAML file (the shipped depthtune/configs/<model>.yaml) and CLI overrides, with
 per-profile overrides (e.g. a small CPU sweep) merged in before validation."""
 
 from __future__ import annotations
@@ -23,6 +23,33 @@ SCHEDULERS = ("asha", "fifo")
 WEIGHTED_BY = {"val_loss": ("grad_weight",)}
 
 
+def _merged(values: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``layer`` on top, nested dicts merged key by key."""
+    for key, value in layer.items():
+        values[key] = (
+            {**values[key], **value} if isinstance(value, dict) and isinstance(values.get(key), dict) else value
+        )
+    return values
+
+
+def _fit_to_budget(values: dict[str, Any], configured: int, budget: int, overrides: dict[str, Any]) -> None:
+    """For an epoch budget set on the command line (``--epochs 1`` for a smoke test): ASHA's grace
+    period shrinks to at most the budget, and a searched StepLR step-size range, written in epochs
+    of the configured budget, scales with it as the paper's step size does (so it still holds it;
+    a range shrunk to one value becomes a fixed setting). What the overrides set is left alone."""
+    if "grace_period" not in overrides and isinstance(values.get("grace_period"), int):
+        values["grace_period"] = min(values["grace_period"], budget)
+    step = (values.get("search_space") or {}).get("step_size")
+    if "search_space" not in overrides and isinstance(step, dict) and step.get("type") == "int":
+        low, high = (max(1, round(step[bound] * budget / configured)) for bound in ("low", "high"))
+        space = {name: spec for name, spec in values["search_space"].items() if name != "step_size"}
+        if low < high:
+            space["step_size"] = {**step, "low": low, "high": high}
+        else:  # one value left to try: fixed, as an unsearched hyperparameter is
+            values["train"] = {**(values.get("train") or {}), "step_size": low}
+        values["search_space"] = space
+
+
 @dataclass
 class SweepConfig:
     """Everything one sweep needs; ``train`` holds the fixed training settings (a tuned
@@ -34,6 +61,10 @@ class SweepConfig:
     ``preview_frames`` how often and on how many validation frames trials log prediction grids,
     ``ray_address`` the cluster to run on (None: ``RAY_ADDRESS`` or a local Ray) and
     ``resources_per_trial`` custom Ray resources each trial needs besides CPUs and GPUs;
+    ``optuna_storage`` the RDB URL of the sweep's Optuna study (None: SQLite ``optuna.db`` in the
+    sweep's folder; on a cluster e.g. the tracking PostgreSQL);
+    ``system_metrics_every`` how many seconds apart each trial's run samples CPU, RAM, disk,
+    network and its GPUs (MLflow's system metrics; 0: off);
     ``searcher`` (``tpe`` or ``random``) and ``scheduler`` (``asha`` or ``fifo``: every trial
     runs all its epochs) pick the search; random + FIFO is the brute-force baseline;
     ``startup_trials`` is how many seeded random trials TPE draws before it models the results
@@ -69,7 +100,9 @@ class SweepConfig:
     seed: int = 0
     preview_every: int = 2
     preview_frames: int = 4
+    system_metrics_every: float = 5.0
     storage_path: str = "ray_results"
+    optuna_storage: str | None = None
     tracking_uri: str | None = None
     ray_address: str | None = None
     net12_model: str = "models:/net12@champion"
@@ -81,14 +114,14 @@ class SweepConfig:
         cls, values: dict[str, Any], profile: str, where: str = "sweep config", overrides: dict[str, Any] | None = None
     ) -> "SweepConfig":
         """Build from ``values``, then ``profiles[profile]``, then ``overrides`` (e.g. command-line
-        flags) merged on top, nested dicts key by key."""
-        merged = copy.deepcopy(values)
-        for layer in ((values.get("profiles") or {}).get(profile, {}), overrides or {}):
-            for key, value in layer.items():
-                if isinstance(value, dict) and isinstance(merged.get(key), dict):
-                    merged[key] = {**merged[key], **value}
-                else:
-                    merged[key] = value
+        flags) merged on top, nested dicts key by key. A budget set in ``overrides`` (``--epochs``)
+        rescales what is counted in epochs of the configured budget (``_fit_to_budget``)."""
+        merged = _merged(copy.deepcopy(values), (values.get("profiles") or {}).get(profile, {}))
+        configured = (merged.get("train") or {}).get("epochs")
+        merged = _merged(merged, overrides or {})
+        budget = ((overrides or {}).get("train") or {}).get("epochs")
+        if isinstance(budget, int) and isinstance(configured, int) and budget >= 1 and budget != configured:
+            _fit_to_budget(merged, configured, budget, overrides or {})
         config = from_dict(cls, merged, where=where)
         config.profile = profile
         config.validate(where)
@@ -143,6 +176,10 @@ class SweepConfig:
             problems.append(
                 f"preview_frames={self.preview_frames!r}: expected an integer >= 0 (0 = no prediction grids)"
             )
+        if not (isinstance(self.system_metrics_every, (int, float)) and self.system_metrics_every >= 0):
+            problems.append(
+                f"system_metrics_every={self.system_metrics_every!r}: expected seconds >= 0 (0 = no system metrics)"
+            )
         if self.max_failures < 0:
             problems.append(f"max_failures={self.max_failures!r}: expected >= 0")
         if self.cpus_per_trial <= 0:
@@ -160,6 +197,11 @@ class SweepConfig:
                 f"storage_path={self.storage_path!r}: "
                 "depthtune keeps each sweep's state next to Tune's results through "
                 "file paths; use a filesystem every node mounts (NFS/EFS, e.g. /mnt/efs/depthtune/ray_results)"
+            )
+        if self.optuna_storage is not None and "://" not in self.optuna_storage:
+            problems.append(
+                f"optuna_storage={self.optuna_storage!r}: expected an RDB URL "
+                "(sqlite:///path/optuna.db, postgresql://user@host/db) or null (SQLite in the sweep's folder)"
             )
         if problems:
             raise ValueError(f"{where}: " + "; ".join(problems))

@@ -23,6 +23,7 @@ from pathlib import Path
 import ray
 from mlflow import MlflowClient
 from ray import tune
+from ray.tune import ExperimentAnalysis, ResultGrid
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from depthtune.dashboards.sweep_page import write_sweep_dashboard
@@ -35,6 +36,7 @@ from depthtune.profiles import model_setup
 from depthtune.serve.server import TrackingServer, embedded_store
 from depthtune.storage_check import check_room, checkpoint_bytes
 from depthtune.sweep.config import SweepConfig
+from depthtune.sweep.console import TrialLines, quiet_process
 from depthtune.sweep.errors import SweepInterrupted
 from depthtune.sweep.plan import SweepPlan, TrackingTarget
 from depthtune.sweep.registration import log_paper_comparison, register_winner
@@ -49,9 +51,19 @@ from depthtune.sweep.results import (
 from depthtune.sweep.run_status import RunStatusCallback
 from depthtune.sweep.searcher import describe_search, search_algorithm, trial_scheduler
 from depthtune.sweep.signals import sigterm_as_sigint, tune_file_loggers_only, uninterrupted
-from depthtune.sweep.state import STATE_FILE, InterruptWatch, SweepState, load_state, save_state
+from depthtune.sweep.state import (
+    STATE_FILE,
+    InterruptWatch,
+    SweepState,
+    load_config,
+    load_state,
+    save_config,
+    save_state,
+)
+from depthtune.sweep.study import StudyTarget, WarmStart, describe_study, finished_trials, storage_url
 from depthtune.sweep.summary import SweepOutcome
 from depthtune.sweep.trial import run_trial
+from depthtune.tracking.datasets import log_dataset
 from depthtune.tracking.lineage import BaseModel, resolve_base_model
 from depthtune.tracking.reachable import check_tracking_uri
 from depthtune.tracking.runs import RunLogger, training_experiment
@@ -72,13 +84,38 @@ class _Location:
     state: SweepState | None
 
 
-def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
-    """Run (or with ``resume`` continue) a sweep; returns the best trial and where results are.
-    Every refusal (a name taken, nothing to resume, no room) comes before anything starts."""
+def run_sweep(
+    config: SweepConfig,
+    *,
+    resume: bool = False,
+    extend: str | None = None,
+    warm_start: str | None = None,
+    verbose: bool = False,
+) -> SweepOutcome:
+    """Run a sweep, or with ``resume`` continue an interrupted one, or with ``extend`` add
+    ``config.num_samples`` trials to the finished sweep of that name (its own settings, study and
+    run); ``warm_start`` names an earlier sweep whose finished trials the new sweep's TPE starts
+    from. Returns the best trial and where results are. Every refusal (a name taken, nothing to
+    resume or extend, no room) comes before anything starts. Unless ``verbose``, the console shows a
+    status table, a line per ended trial and the summary (depthtune.sweep.console)."""
+    if not verbose:
+        quiet_process()
     if config.tracking_uri:
         check_tracking_uri(config.tracking_uri)
-    location = _locate(config, resume)
-    config = _with_variant(config)
+    location = _locate(config, resume, extend)
+    if extend:
+        config = _extension_config(config, extend)
+    seed = _warm_start(config, location.storage, warm_start) if warm_start else None
+    asked, config = config, _with_variant(config)
+    logger.info(
+        "sweeping %s (%s profile, %s variant): %d trials, %d at a time, %d epochs each",
+        config.model,
+        config.profile,
+        config.variant,
+        config.num_samples,
+        config.max_concurrent,
+        config.epochs,
+    )
     data = resolve_data(
         config.data,
         synthetic_path=config.synthetic_path,
@@ -87,12 +124,14 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
     )
     arrays = read_nyu(data)
     _check_room(config, location.storage)
-    if not resume:
+    if not resume and not extend:
         name = _claim_name(location.storage, location.name, explicit=config.name is not None)
         location = dataclasses.replace(location, name=name)
+        save_config(location.storage / name, asked)
     with ExitStack() as stack:
         stack.enter_context(sigterm_as_sigint())
-        plan = prepare(config, location, data, arrays, stack)
+        plan = prepare(config, location, data, arrays, stack, extend=bool(extend), warm_start=seed)
+        plan = dataclasses.replace(plan, verbose=verbose)
         # The dataset's one copy lives in the object store: trials map it, and the driver reads it back
         # from there for the winner's test metrics instead of holding a second copy for the whole sweep.
         arrays_ref = ray.put(arrays)
@@ -101,9 +140,19 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> SweepOutcome:
         return finalize(plan, results, arrays_ref)
 
 
-def prepare(config: SweepConfig, location: _Location, data: Path, arrays: NYUArrays, stack: ExitStack) -> SweepPlan:
+def prepare(
+    config: SweepConfig,
+    location: _Location,
+    data: Path,
+    arrays: NYUArrays,
+    stack: ExitStack,
+    *,
+    extend: bool = False,
+    warm_start: WarmStart | None = None,
+) -> SweepPlan:
     """Start what the sweep needs for as long as ``stack`` is open (the tracking server, Ray, the
-    sweep's run, which ends FINISHED, KILLED on Ctrl-C or FAILED) and settle the plan."""
+    sweep's run, which ends FINISHED, KILLED on Ctrl-C or FAILED) and settle the plan; ``extend``
+    opens the next extension of a finished sweep."""
     experiment_dir = location.storage / location.name
     uri = _tracking_uri(config, stack, experiment_dir)
     client = MlflowClient(uri)
@@ -117,19 +166,30 @@ def prepare(config: SweepConfig, location: _Location, data: Path, arrays: NYUArr
         ray.init(address=config.ray_address, log_to_driver=True)  # None: RAY_ADDRESS, else a local Ray
         stack.callback(ray.shutdown)
     data_sha256 = file_sha256(data)
+    study = StudyTarget(storage_url(config, experiment_dir), location.name)
     state = location.state
     if state is None:
         parent = RunLogger.start(
             client,
             experiment_id,
             name=location.name,
-            params=_sweep_params(config, data, data_sha256, splits, base),
+            params={
+                **_sweep_params(config, data, data_sha256, splits, base),
+                "optuna_storage": study.url,
+                "optuna_study": study.name,
+                **({"warm_start": warm_start.describe()} if warm_start else {}),
+            },
             tags={"depthtune.kind": "sweep", "depthtune.host": platform.node(), **(base.tags() if base else {})},
         )
         client.log_dict(parent.run_id, splits.describe(arrays.scenes), "splits.json")
+        log_dataset(client, parent.run_id, data, data_sha256, splits)
         state = SweepState(parent.run_id, base_model=base.pinned if base else None)
     else:
         parent = RunLogger.resume(client, state.parent_run_id)
+    if extend:
+        state = state.but(extensions=state.extensions + 1, registered=None)
+        parent.set_tags({f"depthtune.extension_{state.extensions}": f"{config.num_samples} more trials"})
+        logger.info("extension %d of sweep %s: %d more trials", state.extensions, location.name, config.num_samples)
     save_state(experiment_dir, state.but(tracking_uri=uri, experiment_id=experiment_id, interrupted=False))
     stack.push(_parent_closer(parent))
     return SweepPlan(
@@ -141,6 +201,9 @@ def prepare(config: SweepConfig, location: _Location, data: Path, arrays: NYUArr
         splits=splits,
         tracking=TrackingTarget(uri, experiment_id, parent.run_id, base.tags() if base else {}),
         base_model=base,
+        study=study,
+        extension=state.extensions,
+        warm_start=warm_start,
     )
 
 
@@ -153,8 +216,8 @@ def fit(plan: SweepPlan, arrays_ref: ray.ObjectRef, resume: bool) -> tune.Result
         {**config.resources_per_trial, "cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
     )
     if resume:
-        logger.info("resuming sweep %s from %s", plan.name, plan.experiment_dir)
-        tuner = tune.Tuner.restore(str(plan.experiment_dir), trainable, resume_unfinished=True, resume_errored=True)
+        logger.info("resuming sweep %s from %s", plan.name, plan.tune_dirs[-1])
+        tuner = tune.Tuner.restore(str(plan.tune_dirs[-1]), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = _new_tuner(plan, trainable)
     with tune_file_loggers_only():
@@ -171,11 +234,12 @@ def finalize(plan: SweepPlan, results: tune.ResultGrid, arrays_ref: ray.ObjectRe
     config, client = plan.config, MlflowClient(plan.tracking.uri)
     parent = RunLogger(client, plan.tracking.parent_run_id)
     log_best_weights(client, results, config)
+    results = [*earlier_results(plan), *results]
     arrays = ray.get(arrays_ref)
     winner, model = evaluate_trial(best_finished_result(results, config), plan, client, arrays)
     parent.set_tags({"depthtune.best_run_id": winner.run_id, "depthtune.best_trial_id": winner.trial_id})
     comparison = paper_comparison(results, winner, plan, client, arrays)
-    log_paper_comparison(parent, winner, comparison, config.metric)
+    log_paper_comparison(parent, winner, comparison, config.metric, step=plan.extension)
     with uninterrupted():
         registration = register_winner(plan, client, winner, model)
         state = load_state(plan.experiment_dir)
@@ -194,19 +258,29 @@ def finalize(plan: SweepPlan, results: tune.ResultGrid, arrays_ref: ray.ObjectRe
         paper=comparison,
         registration=registration,
         dashboard=dashboard,
+        study=describe_study(plan.study),
     )
 
 
-def _locate(config: SweepConfig, resume: bool) -> _Location:
-    """The sweep's folder: a new timestamped name, ``config.name``, or for a bare ``--resume`` the
-    newest sweep of the model; refuses to resume what is not there or already registered, and
-    never reuses an explicit name."""
+def _locate(config: SweepConfig, resume: bool, extend: str | None = None) -> _Location:
+    """The sweep's folder: a new timestamped name, ``config.name``, the sweep to extend, or for a
+    bare ``--resume`` the newest sweep of the model; refuses to resume what is not there or
+    already registered, to extend what has not finished, and never reuses an explicit name."""
     storage = Path(config.storage_path).resolve()
-    name = config.name or (
-        _latest_sweep(storage, config.model) if resume else f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = (
+        extend
+        or config.name
+        or (_latest_sweep(storage, config.model) if resume else f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     )
     state = load_state(storage / name)
-    if resume and (state is None or not tune.Tuner.can_restore(str(storage / name))):
+    if extend and (state is None or not state.registered):
+        raise FileNotFoundError(
+            f"nothing to extend: no sweep named {name!r} under {storage}"
+            if state is None
+            else f"sweep {name!r} under {storage} has not finished: finish it with --resume before extending it"
+        )
+    tune_dir = storage / name / f"extend-{state.extensions}" if state and state.extensions else storage / name
+    if resume and (state is None or not tune.Tuner.can_restore(str(tune_dir))):
         raise FileNotFoundError(f"nothing to resume: no sweep named {name!r} under {storage}")
     if resume and state.registered:
         raise FileExistsError(
@@ -217,6 +291,35 @@ def _locate(config: SweepConfig, resume: bool) -> _Location:
             f"a sweep named {name!r} already exists under {storage}; pass --resume or choose another name"
         )
     return _Location(storage, name, state)
+
+
+def _extension_config(config: SweepConfig, name: str) -> SweepConfig:
+    """The settings sweep ``name`` started with, its trials' placement and count taken from ``config``:
+    an extension trains, selects and compares exactly as the sweep it extends."""
+    saved = load_config(Path(config.storage_path).resolve() / name)
+    placement = ("num_samples", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "resources_per_trial")
+    where = ("tracking_uri", "ray_address", "storage_path")
+    return dataclasses.replace(saved, name=name, **{key: getattr(config, key) for key in placement + where})
+
+
+def _warm_start(config: SweepConfig, storage: Path, source: str) -> WarmStart:
+    """The finished trials of sweep ``source`` (under the same storage path) for the new sweep's TPE."""
+    seed = finished_trials(storage_url(config, storage / source), source, config)
+    if not seed.points:
+        raise ValueError(f"--warm-start: sweep {source!r} has no finished trial inside this sweep's search space")
+    logger.info("TPE starts from %s", seed.describe())
+    return seed
+
+
+def earlier_results(plan: SweepPlan) -> list[tune.Result]:
+    """The trials of the sweep's earlier Tune runs (an extension picks its winner among all of them)."""
+    return [
+        result
+        for directory in plan.tune_dirs[:-1]
+        for result in ResultGrid(
+            ExperimentAnalysis(str(directory), default_metric=plan.config.metric, default_mode=plan.config.mode)
+        )
+    ]
 
 
 def _with_variant(config: SweepConfig) -> SweepConfig:
@@ -314,10 +417,13 @@ def _new_tuner(plan: SweepPlan, trainable) -> tune.Tuner:
     """A Tuner for a new sweep: the searcher and scheduler, the selection metric, Tune's checkpoint
     bookkeeping by that metric, and the callbacks that close runs and record an interruption."""
     config = plan.config
+    searcher = search_algorithm(
+        config, plan.study.open(config), plan.study.name, extension=plan.extension, warm_start=plan.warm_start
+    )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=search_algorithm(config),
+            search_alg=searcher,
             scheduler=trial_scheduler(config),
             metric=config.metric,
             mode=config.mode,
@@ -327,8 +433,8 @@ def _new_tuner(plan: SweepPlan, trainable) -> tune.Tuner:
             trial_dirname_creator=lambda trial: f"{config.model}_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=plan.name,
-            storage_path=str(plan.storage),
+            name=plan.tune_dirs[-1].name,
+            storage_path=str(plan.tune_dirs[-1].parent),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=config.keep_checkpoints,
@@ -340,8 +446,9 @@ def _new_tuner(plan: SweepPlan, trainable) -> tune.Tuner:
                 InterruptWatch(plan.experiment_dir),
                 CSVLoggerCallback(),
                 JsonLoggerCallback(),
+                *([] if plan.verbose else [TrialLines(config.metric, config.epochs, list(config.space))]),
             ],
-            verbose=1,
+            verbose=1 if plan.verbose else 0,
         ),
     )
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from depthtune.data.splits import Splits
 from depthtune.sweep.config import SweepConfig
+from depthtune.sweep.study import StudyTarget, WarmStart
 from depthtune.tracking.lineage import BaseModel
 from depthtune.train_config import TrainConfig
 
@@ -27,7 +28,10 @@ class TrackingTarget:
 @dataclass(frozen=True)
 class SweepPlan:
     """One sweep, settled: ``config`` carries its variant's layers and per-layer rates in ``train``;
-    ``data`` is the dataset file every trial reads (its one copy travels through Ray's object store)."""
+    ``data`` is the dataset file every trial reads (its one copy travels through Ray's object store);
+    ``study`` the persistent Optuna study; ``extension`` which ``--extend`` of the sweep this run is
+    (0: its first run); ``warm_start`` an earlier sweep's finished trials its searcher starts from;
+    ``verbose`` keeps Ray's, MLflow's and Optuna's own console output (else depthtune.sweep.console)."""
 
     config: SweepConfig
     name: str
@@ -37,11 +41,20 @@ class SweepPlan:
     splits: Splits
     tracking: TrackingTarget
     base_model: BaseModel | None
+    study: StudyTarget
+    extension: int = 0
+    warm_start: WarmStart | None = None
+    verbose: bool = False
 
     @property
     def experiment_dir(self) -> Path:
-        """The sweep's folder: Tune's results and the sweep's state file."""
+        """The sweep's folder: the state file, the first Tune run's results, and its extensions'."""
         return self.storage / self.name
+
+    @property
+    def tune_dirs(self) -> list[Path]:
+        """Each Tune run of the sweep, oldest first: the first in its folder, extension k in ``extend-k``."""
+        return [self.experiment_dir] + [self.experiment_dir / f"extend-{k}" for k in range(1, self.extension + 1)]
 
     def trial_config(self, params: dict[str, Any]) -> TrainConfig:
         """The training config of the trial that sampled ``params``."""

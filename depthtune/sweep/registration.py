@@ -14,9 +14,12 @@ from depthtune.tracking.registry import Registration, log_depth_model, register_
 from depthtune.tracking.runs import RunLogger
 
 
-def log_paper_comparison(parent: RunLogger, winner: EvaluatedTrial, comparison: PaperComparison, metric: str) -> None:
-    """On the sweep's run: ``winner_*`` and ``baseline_*`` (the paper-settings trial) validation
-    and test metrics, and ``gain_vs_paper_*`` in percent (positive: tuning helped)."""
+def log_paper_comparison(
+    parent: RunLogger, winner: EvaluatedTrial, comparison: PaperComparison, metric: str, *, step: int
+) -> None:
+    """On the sweep's run, at ``step`` (0; k after the sweep's k-th extension): ``winner_*`` and
+    ``baseline_*`` (the paper-settings trial) validation and test metrics, and ``gain_vs_paper_*``
+    in percent (positive: tuning helped)."""
     values = {
         f"winner_{metric}": winner.val_metrics[metric],
         **{f"winner_test_{k}": v for k, v in winner.test_metrics.items()},
@@ -25,7 +28,7 @@ def log_paper_comparison(parent: RunLogger, winner: EvaluatedTrial, comparison: 
         values[f"baseline_{metric}"] = comparison.paper.val_metrics[metric]
         values.update({f"baseline_test_{k}": v for k, v in comparison.paper.test_metrics.items()})
         values.update({f"gain_vs_paper_{k}": 100.0 * gain for k, gain in comparison.gains.items()})
-    parent.log_epoch(values, step=0)
+    parent.log_epoch(values, step=step)
     parent.set_tags({"depthtune.baseline_run_id": comparison.paper.run_id if comparison.paper else comparison.missing})
 
 

@@ -8,7 +8,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from mlflow import MlflowClient
 from ray import tune
@@ -62,7 +62,7 @@ def best_checkpoint(result: tune.Result, config: SweepConfig) -> tuple[tune.Chec
     return pick(result.best_checkpoints, key=lambda kept: kept[1][config.metric])
 
 
-def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.Result:
+def best_finished_result(results: Sequence[tune.Result], config: SweepConfig) -> tune.Result:
     """The trial with the best epoch among those that trained their whole budget (ASHA-stopped
     trials only when none did): a stopped trial's early score is not a finished result."""
     usable = [r for r in results if r.error is None and r.metrics and config.metric in r.metrics_dataframe]
@@ -71,7 +71,8 @@ def best_finished_result(results: tune.ResultGrid, config: SweepConfig) -> tune.
     if not candidates:
         raise RuntimeError(
             f"every trial of the sweep failed or diverged before its first epoch; see the trial errors under "
-            f"{results.experiment_path} and the trials' runs in MLflow (tag {DIVERGED_TAG})"
+            f"{Path(results[0].path).parent if results else 'the sweep folder'} and the trials' runs in MLflow "
+            f"(tag {DIVERGED_TAG})"
         )
     pick = min if config.mode == "min" else max
     return pick(candidates, key=lambda r: float(getattr(r.metrics_dataframe[config.metric], config.mode)()))
@@ -83,7 +84,7 @@ def all_trials_ended(results: tune.ResultGrid, config: SweepConfig) -> bool:
     return len(results) >= config.num_samples and results.num_terminated + results.num_errors == len(results)
 
 
-def paper_result(results: tune.ResultGrid, config: SweepConfig) -> tune.Result | None:
+def paper_result(results: Sequence[tune.Result], config: SweepConfig) -> tune.Result | None:
     """The sweep's paper-settings trial, if it has a checkpoint to evaluate."""
     for result in results:
         if result.config and config.is_baseline(result.config):
@@ -132,7 +133,7 @@ def compare_with_paper(
 
 
 def paper_comparison(
-    results: tune.ResultGrid, winner: EvaluatedTrial, plan: SweepPlan, client: MlflowClient, arrays: NYUArrays
+    results: Sequence[tune.Result], winner: EvaluatedTrial, plan: SweepPlan, client: MlflowClient, arrays: NYUArrays
 ) -> PaperComparison:
     """The winner against the paper-settings trial, which is tested too unless it is the winner."""
     metric = plan.config.metric

@@ -11,6 +11,7 @@ import logging
 import math
 
 from optuna.samplers import RandomSampler, TPESampler
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.result import TRAINING_ITERATION
@@ -19,6 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from depthtune.search_space import optuna_space
 from depthtune.sweep.config import SweepConfig
+from depthtune.sweep.study import WarmStart
 
 logger = logging.getLogger(__name__)
 
@@ -71,23 +73,38 @@ class BaselineKeepingASHA(ASHAScheduler):
         return action
 
 
-def search_algorithm(config: SweepConfig) -> BudgetAwareOptunaSearch:
-    """The sweep's searcher: seeded Optuna TPE, or seeded uniform random sampling (the brute-force
-    comparison) through the same Optuna plumbing, so both draw from the same distributions. The
-    first trial is the paper's settings (Optuna's enqueued trial), and the searcher learns from its
-    result like any other's."""
+def search_algorithm(
+    config: SweepConfig,
+    storage: BaseStorage,
+    study_name: str,
+    *,
+    extension: int = 0,
+    warm_start: WarmStart | None = None,
+) -> BudgetAwareOptunaSearch:
+    """The sweep's searcher on its persistent study: seeded Optuna TPE, or seeded uniform random
+    sampling (the brute-force comparison) through the same Optuna plumbing, so both draw from the
+    same distributions. A new sweep's first trial is the paper's settings (Optuna's enqueued
+    trial), and the searcher learns from its result like any other's; ``warm_start`` trials enter
+    the study as finished before it. Extension ``k`` of a finished sweep continues its study with
+    seed + k (the same seed would repeat the first run's random draws) and no paper trial again."""
+    seed = config.seed + extension
     if config.searcher == "tpe":
-        sampler = TPESampler(seed=config.seed, n_startup_trials=config.startup_trials)
+        sampler = TPESampler(seed=seed, n_startup_trials=config.startup_trials)
     else:
-        sampler = RandomSampler(seed=config.seed)
-    return BudgetAwareOptunaSearch(
+        sampler = RandomSampler(seed=seed)
+    searcher = BudgetAwareOptunaSearch(
         optuna_space(config.space),
         metric=config.metric,
         mode=config.mode,
         sampler=sampler,
         max_epochs=config.epochs,
-        points_to_evaluate=[config.baseline_params],
+        storage=storage,
+        study_name=study_name,
+        points_to_evaluate=[] if extension else [config.baseline_params],
     )
+    for params, value in zip(warm_start.points, warm_start.values) if warm_start else ():
+        searcher.add_evaluated_point(params, value)
+    return searcher
 
 
 def trial_scheduler(config: SweepConfig) -> TrialScheduler:

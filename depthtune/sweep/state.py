@@ -1,6 +1,7 @@
 """The sweep's own state file (``depthtune_sweep.json`` in its folder under the storage path): its
-MLflow coordinates, the Net12 a Net3 sweep pinned, whether its last run was interrupted, and what
-it registered once it finished. Plain JSON, rewritten atomically; ``--resume`` reads it, and a bare
+MLflow coordinates, the Net12 a Net3 sweep pinned, whether its last run was interrupted, what it
+registered once it finished and how often it was extended; beside it the settings it started
+with (``sweep_config.json``). Plain JSON, rewritten atomically; ``--resume`` reads it, and a bare
 ``--resume`` only picks folders that hold one."""
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from typing import Any
 
 from ray.tune import Callback
 
+from depthtune.sweep.config import SweepConfig
+
 STATE_FILE = "depthtune_sweep.json"
+CONFIG_FILE = "sweep_config.json"
 
 
 @dataclass(frozen=True)
 class SweepState:
     """What a sweep's later drivers and its callbacks need to know: ``base_model`` is the pinned Net12
-    of a Net3 sweep, ``registered`` the version a finished sweep registered (``name vN``)."""
+    of a Net3 sweep, ``registered`` the version a finished sweep registered (``name vN``; None again
+    while an extension runs), ``extensions`` how many times ``--extend`` added trials to it."""
 
     parent_run_id: str
     tracking_uri: str = ""
@@ -30,6 +35,7 @@ class SweepState:
     base_model: str | None = None
     interrupted: bool = False
     registered: str | None = None
+    extensions: int = 0
 
     def but(self, **changes: Any) -> "SweepState":
         """A copy with ``changes`` applied."""
@@ -51,6 +57,21 @@ def save_state(experiment_dir: Path, state: SweepState) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(dataclasses.asdict(state), indent=2))
     os.replace(tmp, path)
+
+
+def save_config(experiment_dir: Path, config: SweepConfig) -> None:
+    """The sweep's settings as it started, profile overrides already merged, for ``--extend``."""
+    values = {**config.as_dict(), "profiles": {}}
+    (Path(experiment_dir) / CONFIG_FILE).write_text(json.dumps(values, indent=2, sort_keys=True))
+
+
+def load_config(experiment_dir: Path) -> SweepConfig:
+    """The settings sweep ``experiment_dir`` started with."""
+    path = Path(experiment_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the sweep predates --extend, or {experiment_dir} is no sweep")
+    values = json.loads(path.read_text())
+    return SweepConfig.from_dict(values, profile=values["profile"], where=str(path))
 
 
 class InterruptWatch(Callback):

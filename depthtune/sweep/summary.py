@@ -29,6 +29,7 @@ class SweepOutcome:
     paper: PaperComparison
     registration: Registration
     dashboard: Path
+    study: str
 
 
 def _params_text(params: dict[str, Any]) -> str:
@@ -73,19 +74,21 @@ def summary_text(outcome: SweepOutcome, config: SweepConfig) -> str:
         if k in winner.val_metrics
     )
     splits = outcome.splits
+    # MLflow 3's UI opens every experiment in its GenAI view unless the address asks for model training
+    page = f"#/experiments/{outcome.experiment_id}?workflowType=machine_learning"
     if config.tracking_uri and config.tracking_uri.startswith(("http://", "https://")):
         ui = (
-            f"open {config.tracking_uri} "
+            f"open {config.tracking_uri.rstrip('/')}/{page} "
             "(the tracking server's UI; from a laptop through an SSH tunnel, docs/cluster.md)"
         )
     elif config.tracking_uri:
         ui = (
             f"{sys.executable} -m mlflow ui --backend-store-uri {config.tracking_uri}   "
-            "(then open http://127.0.0.1:5000)"
+            f"(then open http://127.0.0.1:5000/{page})"
         )
     else:
         # this interpreter's mlflow: the command works in a shell where the environment is not activated
-        ui = f"cd {Path.cwd()} && {sys.executable} -m mlflow ui   (then open http://127.0.0.1:5000)"
+        ui = f"cd {Path.cwd()} && {sys.executable} -m mlflow ui   (then open http://127.0.0.1:5000/{page})"
     return "\n".join(
         [
             f"sweep {config.experiment_name}: {outcome.trials} trials, results in {outcome.results_path}",
@@ -101,6 +104,7 @@ def summary_text(outcome: SweepOutcome, config: SweepConfig) -> str:
             f'depthtune.load_model("{outcome.registration.name}@{outcome.registration.alias}")',
             f"sweep run id: {outcome.sweep_run_id} (experiment {outcome.experiment_id})",
             f"dashboard: {outcome.dashboard} (also an artifact of the sweep run)",
+            f"Optuna study: {outcome.study}",
             f"look at it: {ui}",
         ]
     )

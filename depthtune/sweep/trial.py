@@ -27,11 +27,14 @@ from depthtune.data import NYUArrays
 from depthtune.evaluation import pick_device
 from depthtune.paper_settings import BASELINE_TAG, PAPER
 from depthtune.predictor import DepthPredictor
+from depthtune.sweep.console import quiet_process
 from depthtune.sweep.ledger import EpochRecord, TrialLedger, epochs_done, finished_budget
 from depthtune.sweep.plan import SweepPlan
 from depthtune.sweep.searcher import stopping_epochs
+from depthtune.tracking.datasets import log_dataset
 from depthtune.tracking.previews import log_grid, prediction_grid
 from depthtune.tracking.runs import DIVERGED_TAG, RUN_ID_KEY, SWEEP_TAG, TIMESTAMP_KEY, TRIAL_TAG, RunLogger, find_run
+from depthtune.tracking.system_metrics import monitor_system
 from depthtune.tracking.writer import BackgroundWriter
 from depthtune.train import train
 from depthtune.train_config import TrainConfig
@@ -185,6 +188,7 @@ def _open_run(
         },
     )
     client.log_dict(run.run_id, config.as_dict(), "trial_config.json")
+    log_dataset(client, run.run_id, plan.data, plan.data_sha256, plan.splits)
     return run, False
 
 
@@ -192,6 +196,8 @@ def run_trial(params: dict[str, Any], *, plan: SweepPlan, arrays: NYUArrays) -> 
     """Train one hyperparameter sample on ``arrays``, read zero-copy from the node's object store
     (as is the plan, with the Net12 a Net3 refines)."""
     torch.set_num_threads(max(1, int(plan.config.cpus_per_trial)))
+    if not plan.verbose:
+        quiet_process()
     config = plan.trial_config(params)
     workdir = trial_workdir(tune.get_context().get_trial_id())
     try:
@@ -209,6 +215,10 @@ def _train_and_track(
     ledger = restored.ledger if restored else TrialLedger()
     logged = run.logged_steps("val_loss") if continued else set()
     trial = _TrialRun(client, run, BackgroundWriter(f"trial {tune.get_context().get_trial_id()}"), ledger, logged)
+    gpus = [int(gpu) for gpu in ray.get_gpu_ids()]
+    monitor = monitor_system(
+        run.run_id, plan.tracking.uri, plan.config.system_metrics_every, resume=continued, gpu_ids=gpus
+    )
     try:
         for record in ledger.missing_from(logged):  # epochs the previous attempt could not send before it died
             trial.send(record)
@@ -223,6 +233,8 @@ def _train_and_track(
         _train_reporting(config, plan, arrays, workdir, trial, resume_from)
     finally:
         trial.writer.close(timeout=FLUSH_TIMEOUT_S)
+        if monitor is not None:
+            monitor.finish()
 
 
 def _train_reporting(
@@ -248,8 +260,9 @@ def _train_reporting(
         if preview_frames and ((epoch + 1) % sweep.preview_every == 0 or epoch + 1 == config.epochs):
             predictor = _preview_predictor(predictor, model, str(pick_device(config.device)))
             grid = prediction_grid(predictor, arrays, preview_frames, f"epoch {epoch + 1}")
-            artifact = f"predictions/epoch_{epoch + 1:03d}.png"
-            writer.submit(artifact, lambda: log_grid(trial.client, trial.run.run_id, grid, artifact))
+            writer.submit(
+                f"epoch {epoch + 1} prediction grid", lambda: log_grid(trial.client, trial.run.run_id, grid, epoch)
+            )
         writer.wait_for(writer.mark if epoch + 1 in may_stop_after else queued_before, timeout=REPORT_FLUSH_S)
         queued_before = writer.mark
         tune.report(

@@ -15,7 +15,9 @@ TERMINAL = ("FINISHED", "FAILED", "KILLED")
 TRIAL_TAG, SWEEP_TAG = "depthtune.trial_id", "depthtune.sweep_run_id"
 DIVERGED_TAG = "depthtune.diverged"  # on a trial's run whose training diverged: why (it ends FAILED)
 RUN_ID_KEY, TIMESTAMP_KEY = "mlflow_run_id", "mlflow_timestamp_ms"  # in every Tune result of a trial
-# MLflow 3's UI opens an experiment without this tag as a GenAI project (traces), not on its runs.
+# MLflow 3's UI treats an experiment without this tag as a GenAI project (traces); with it, the experiment's
+# model-training view opens on its runs (the UI's own GenAI / Model training switch still starts on GenAI:
+# a link with ?workflowType=machine_learning picks the second, sweep/summary.py).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
