@@ -1,7 +1,12 @@
 """MLflow writes that survive a tracking-server outage: a background thread sends them in order and
 retries each one until the server answers again, so training neither waits for nor fails because
 of the tracking server. Metrics carry the timestamp of the moment they were produced, so sending
-one twice (a retry, or the driver filling in what a stopped trial could not send) stores it once."""
+one twice (a retry, or the driver filling in what a stopped trial could not send) stores it once.
+
+MLflow's own asynchronous logging (``synchronous=False``) keeps training free too, but drops a batch
+once the HTTP client's retries are spent (about 4 min by default), sends from 10 threads per process
+unless told otherwise, and offers no bounded wait; measured side by side in
+``benchmarks/logging_throughput.py`` (benchmarks/README.md, section 4)."""
 
 from __future__ import annotations
 
