@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "depthtune"
 FLOORS = {
     "depthtune.names": 0,
     "depthtune.config": 0,
+    "depthtune.configs": 0,
     "depthtune.train_config": 0,
     "depthtune.search_space": 0,
     "depthtune.paper_settings": 0,
