@@ -63,6 +63,7 @@ from functools import partial
 from multiprocessing.pool import Pool
 from pathlib import Path
 
+from environment import environment
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
@@ -373,21 +374,6 @@ def run_backend(
             results.append(measure(pool, sweep, method, trials, epochs[method], sampler))
             logger.info("%s, %s: %.0f metrics/s", backend, method, results[-1].rate)
         return results
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """``values`` set in ``os.environ`` for the block, the previous ones back afterwards."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @dataclass(frozen=True)

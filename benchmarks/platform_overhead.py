@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 import torch
+from environment import environment
 from mlflow import MlflowClient
 from proc_cpu import TreeCPUSampler
 from shipped import paper_settings
@@ -180,21 +181,6 @@ def cpu_per_epoch(sampler: TreeCPUSampler, ends: list[float]) -> str:
         f"{roles}; training process: on a CPU {ran:.2f} s, waiting for one {waited:.3f} s, "
         f"preempted {preempted:.0f} times"
     )
-
-
-@contextlib.contextmanager
-def environment(variables: dict[str, str]):
-    """``variables`` set in this process's environment (which a Ray it starts passes on) for the block."""
-    saved = {key: os.environ.get(key) for key in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def run_bare_child(job: dict) -> None:
