@@ -109,13 +109,18 @@ def test_load_by_name_alias_version_and_uri(registered, server):
         np.testing.assert_allclose(load_model(reference, tracking_uri=server.uri).predict(image), expected, rtol=1e-5)
 
 
+def _save_image_and_expected_depth(registered, directory: Path, seed: int, shape: tuple[int, int, int]) -> None:
+    """``image.npy`` and the champion's (v1's) depth of it, ``expected.npy``, for a fresh process to compare."""
+    _, models, _, _ = registered
+    image = np.random.default_rng(seed).integers(0, 255, size=shape, dtype=np.uint8)
+    np.save(directory / "image.npy", image)
+    np.save(directory / "expected.npy", DepthPredictor(models[1]).predict(image))
+
+
 @pytest.mark.parametrize("via", ["server", "sqlite-file"])
 def test_fresh_process_loads_without_pickle(registered, server, tmp_path, via):
     """Only the package and the tracking URI: the server's, or the embedded store's file (no server)."""
-    _, models, _, _ = registered
-    image = np.random.default_rng(2).integers(0, 255, size=(120, 160, 3), dtype=np.uint8)
-    np.save(tmp_path / "image.npy", image)
-    np.save(tmp_path / "expected.npy", DepthPredictor(models[1]).predict(image))
+    _save_image_and_expected_depth(registered, tmp_path, seed=2, shape=(120, 160, 3))
     script = textwrap.dedent(
         f"""
         import numpy as np, mlflow, depthtune
@@ -199,10 +204,7 @@ def test_model_bundles_the_package_code_and_does_not_require_depthtune(champion_
 def test_pyfunc_loads_with_the_bundled_code_alone(registered, server, tmp_path):
     """A fresh process in which depthtune is importable only from the model's code/ folder, and the
     packages that only depthtune's training needs (h5py, ray, optuna, plotly) not at all."""
-    _, models, _, _ = registered
-    image = np.random.default_rng(5).integers(0, 255, size=(48, 64, 3), dtype=np.uint8)
-    np.save(tmp_path / "image.npy", image)
-    np.save(tmp_path / "expected.npy", DepthPredictor(models[1]).predict(image))
+    _save_image_and_expected_depth(registered, tmp_path, seed=5, shape=(48, 64, 3))
     script = textwrap.dedent(
         f"""
         import os, sys
