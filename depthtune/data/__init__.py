@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from depthtune.data.dataset import EpochSampler, NYUDepthV2
+    from depthtune.data.device_batches import DeviceBatches
     from depthtune.data.nyu import NYUArrays, NYUFormatError, read_nyu, read_nyu_scenes
     from depthtune.data.splits import Splits, make_splits
     from depthtune.data.synth import generate_dataset
 
 _MODULES = {
+    "DeviceBatches": "device_batches",
     "EpochSampler": "dataset",
     "NYUDepthV2": "dataset",
     "NYUArrays": "nyu",
@@ -27,6 +29,7 @@ _MODULES = {
 }
 
 __all__ = [
+    "DeviceBatches",
     "EpochSampler",
     "NYUArrays",
     "NYUDepthV2",

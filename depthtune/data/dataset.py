@@ -61,13 +61,17 @@ class NYUDepthV2(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def generator(self, epoch: int, frame: int) -> np.random.Generator:
+        """The generator of ``frame``'s augmentation in ``epoch``: every path that augments draws from it."""
+        return np.random.default_rng([self.seed, epoch, frame])
+
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
         """Sample ``(epoch, position)`` of the split (what EpochSampler yields; the epoch picks the
         augmentation, and travels with the index so persistent loader workers need no state), or
         ``position`` alone for epoch 0."""
         epoch, i = key if isinstance(key, tuple) else (0, key)
         frame = int(self.indices[i])
-        rng = np.random.default_rng([self.seed, epoch, frame]) if self.train else None
+        rng = self.generator(epoch, frame) if self.train else None
         image, target, mask = self.transform(self.arrays.images[frame], self.arrays.depths[frame], rng)
         if self.full_depth:
             return image, target, mask, torch.tensor(self.arrays.depths[frame])
