@@ -115,6 +115,9 @@ def evaluate_checkpoint(
     arrays: NYUArrays,
     split: str = "test",
     protocol: EvalProtocol = EIGEN_PROTOCOL,
+    base: nn.Module | None = None,
 ) -> dict[str, float]:
-    """Every depth metric of a checkpoint on one split of ``arrays`` under ``protocol``."""
-    return evaluate_model(model_from_checkpoint(checkpoint, expected=config.model), config, arrays, split, protocol)
+    """Every depth metric of a checkpoint on one split of ``arrays`` under ``protocol``; ``base`` is the
+    Net12 a Net3 checkpoint refines, which its caller resolved from ``config.net12_checkpoint``."""
+    model = model_from_checkpoint(checkpoint, expected=config.model, base=base)
+    return evaluate_model(model, config, arrays, split, protocol)

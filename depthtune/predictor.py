@@ -6,28 +6,45 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from depthtune.checkpoints import BASE_KEY, CheckpointError, build_on_base, load_weights
 from depthtune.data.transforms import DepthTransform
 from depthtune.metrics import to_frame
-from depthtune.models import build, geometry, to_depth
+from depthtune.models import geometry, to_depth
 
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "model.json"
 
 
 def save_model_files(model: nn.Module, directory: str | os.PathLike) -> tuple[Path, Path]:
-    """Write the weights (a state_dict) and a small JSON naming the architecture."""
+    """Write the weights (a state_dict; a Net3's Net12 included, so the files stand alone) and a small
+    JSON naming the architecture."""
+    return write_model_files(directory, model.name, model.config, model.state_dict())
+
+
+def write_model_files(
+    directory: str | os.PathLike,
+    model_name: str,
+    model_config: dict[str, Any],
+    weights: Mapping[str, torch.Tensor],
+    base_model: str | None = None,
+) -> tuple[Path, Path]:
+    """Write ``weights`` and the JSON naming their architecture; ``base_model`` is the reference of the
+    Net12 that a Net3's weights leave out (a trial's ``best_model/``, written from its checkpoint)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights, config = directory / WEIGHTS_FILE, directory / CONFIG_FILE
-    torch.save(model.state_dict(), weights)
-    config.write_text(json.dumps({"model_name": model.name, "model_config": model.config}, indent=2))
-    return weights, config
+    path, config = directory / WEIGHTS_FILE, directory / CONFIG_FILE
+    torch.save(weights, path)
+    base = {BASE_KEY: base_model} if base_model is not None else {}
+    config.write_text(json.dumps({"model_name": model_name, "model_config": model_config, **base}, indent=2))
+    return path, config
 
 
 class DepthPredictor:
@@ -41,9 +58,12 @@ class DepthPredictor:
         self.transform = DepthTransform(shape.input_size, shape.output_size, output_region=shape.output_region)
 
     @classmethod
-    def from_files(cls, weights: str | os.PathLike, config: str | os.PathLike, device: str = "cpu") -> "DepthPredictor":
+    def from_files(
+        cls, weights: str | os.PathLike, config: str | os.PathLike, device: str = "cpu", base: nn.Module | None = None
+    ) -> "DepthPredictor":
         """Rebuild from ``weights.pt`` + ``model.json`` (as logged with a registered model); files
-        that are not what they should be are errors naming the file and what is wrong."""
+        that are not what they should be are errors naming the file and what is wrong. ``base`` is
+        the Net12 of a Net3 whose files name it (``base_model``) instead of holding it."""
         try:
             description = json.loads(Path(config).read_text())
             name, model_config = description["model_name"], description["model_config"]
@@ -52,7 +72,8 @@ class DepthPredictor:
                 f"{config}: not a depthtune model description ({exc!r}); expected JSON with "
                 "'model_name' and 'model_config'"
             ) from None
-        module = build(name, **model_config)
+        reference = description.get(BASE_KEY)
+        module = build_on_base(name, model_config, reference, base, str(config))
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except (
@@ -68,8 +89,8 @@ class DepthPredictor:
         if not isinstance(state, dict):
             raise ValueError(f"{weights}: holds a {type(state).__name__}, not a state dict of weights")
         try:
-            module.load_state_dict(state)
-        except RuntimeError as exc:
+            load_weights(module, state, reference)
+        except (RuntimeError, CheckpointError) as exc:
             raise ValueError(
                 f"{weights}: the weights do not fit the {name} that {config} describes: {str(exc).splitlines()[0]}"
             ) from None

@@ -1,17 +1,18 @@
 """A bare (non-Tune) training run on disk: config, per-epoch metrics, checkpoints, and the best
 checkpoint's test-split evaluation, all under one run directory. A Net3's Net12 (a checkpoint path or a
-registered model) is resolved here, so the training loop only ever sees modules."""
+registered model) is resolved and pinned here, so the training loop only ever sees modules."""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 from torch import nn
 
+from depthtune.checkpoint_pipeline import Publish
 from depthtune.data import NYUArrays, read_nyu
 from depthtune.evaluation import evaluate_checkpoint
 from depthtune.storage_check import check_room, checkpoint_bytes
@@ -48,20 +49,25 @@ def run_training(
     )
     metrics_file = run_dir / "metrics.jsonl"
 
-    def record(metrics: dict[str, float], checkpoint_dir: Path | None, _model: nn.Module) -> None:
-        config_file = run_dir / "config.yaml"
-        if not config_file.exists():
-            config_file.write_text(yaml.safe_dump(config.as_dict(), sort_keys=False))
-        with metrics_file.open("a") as out:
-            out.write(json.dumps({**metrics, "checkpoint": str(checkpoint_dir) if checkpoint_dir else None}) + "\n")
+    def record(metrics: dict[str, float], _model: nn.Module) -> Publish:
+        def write(checkpoint_dir: Path | None) -> None:
+            config_file = run_dir / "config.yaml"
+            if not config_file.exists():
+                config_file.write_text(yaml.safe_dump(config.as_dict(), sort_keys=False))
+            with metrics_file.open("a") as out:
+                out.write(json.dumps({**metrics, "checkpoint": str(checkpoint_dir) if checkpoint_dir else None}) + "\n")
 
-    net12 = None
-    if config.model == "net3" and resume_from is None:
-        net12 = resolve_base_model(config.net12_checkpoint, None, expected="net12").module()
+        return write
+
+    base = None
+    if config.model == "net3":  # pinned: its checkpoints name this version, and a resume must refine the same
+        base = resolve_base_model(config.net12_checkpoint, None, expected="net12")
+        config = replace(config, net12_checkpoint=base.pinned)
+    net12 = base.module() if base else None
     result = train(
         config, run_dir / "checkpoints", arrays=arrays, on_epoch=record, resume_from=resume_from, net12=net12
     )
-    test_metrics = evaluate_checkpoint(result.best_checkpoint, config, arrays)
+    test_metrics = evaluate_checkpoint(result.best_checkpoint, config, arrays, base=base.module() if base else None)
     (run_dir / "test_metrics.json").write_text(
         json.dumps({"checkpoint": str(result.best_checkpoint), "epoch": result.best_epoch, **test_metrics}, indent=2)
     )

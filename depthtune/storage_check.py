@@ -17,14 +17,13 @@ MB = 1e6
 
 
 def checkpoint_bytes(model: str, model_cfg: dict) -> int:
-    """About what one training checkpoint of ``model`` takes: the weights in float32, and SGD's
-    momentum buffers for the trained ones. A Net3's frozen Net12 (weights only) is taken at the
-    Net3's width, as the profiles pair them. The model is built on the meta device: no memory,
-    no time."""
+    """About what one training checkpoint of ``model`` takes: the trained weights in float32 and
+    SGD's momentum buffers for them (a Net3's checkpoint stores its frozen Net12 as a reference, not
+    weights). The model is built on the meta device: no memory, no time."""
     with torch.device("meta"):
         extra = {"net12": build("net12", width=model_cfg.get("width", 1.0))} if model == "net3" else {}
         parameters = list(build(model, **model_cfg, **extra).parameters())
-    return 4 * sum(p.numel() * (2 if p.requires_grad else 1) for p in parameters)
+    return 8 * sum(p.numel() for p in parameters if p.requires_grad)
 
 
 def check_room(path: str | os.PathLike, need_bytes: int, what: str) -> None:

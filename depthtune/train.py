@@ -1,16 +1,16 @@
 """The one training loop for Net12, Net3 and FCRN: SGD + momentum with StepLR, evaluation on the
 validation split after every epoch, a full checkpoint at each new best, the last epoch and every
-``checkpoint_every``-th, and a callback that receives each epoch's metrics, its checkpoint
-directory (None when it saved none) and the model. Bare runs and Ray Tune trials call ``train``
-unchanged: a trial's callback forwards to ``tune.report``. It takes models, never references to
-a registry: whoever asks for a Net3 resolves its Net12 first.
+``checkpoint_every``-th (written in the background, depthtune.checkpoint_pipeline), and a callback
+that receives each epoch's metrics and the model, and may return a step that runs once the epoch's
+checkpoint is written. Bare runs and Ray Tune trials call ``train`` unchanged: a trial's step reports
+to Tune. It takes models, never references to a registry: whoever asks for a Net3 resolves its
+Net12 first.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +20,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from depthtune.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from depthtune.checkpoint_pipeline import CheckpointPipeline, Publish, checkpoint_directory
+from depthtune.checkpoints import BASE_KEY, CheckpointError, build_on_base, load_checkpoint, load_weights, without_base
 from depthtune.data import EpochSampler, NYUArrays, NYUDepthV2, read_nyu
+from depthtune.data.device_batches import DeviceBatches, fits_on_device
 from depthtune.evaluation import data_splits, evaluate, evaluation_loader, pick_device
 from depthtune.losses import LossFn, loss_for_model
 from depthtune.models import build
@@ -30,7 +32,9 @@ from depthtune.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-EpochCallback = Callable[[dict[str, float], Path | None, nn.Module], None]
+# Called on the training thread after each epoch with its metrics and the live model; what it returns
+# runs in the background, in epoch order, once the epoch's checkpoint is written (None: none saved).
+EpochCallback = Callable[[dict[str, float], nn.Module], Publish | None]
 IMAGENET_ENCODERS = {"net12": "scale 1 (VGG-16)", "fcrn": "encoder (ResNet-50)"}
 
 
@@ -81,9 +85,10 @@ def build_model(config: TrainConfig, net12: nn.Module | None = None) -> nn.Modul
 
 
 def _restore(model: nn.Module, optimizer, scheduler, state: dict, where: str) -> int:
-    """Load a checkpoint's states into the live objects; returns the next epoch to run."""
+    """Load a checkpoint's states into the live objects (a Net3's scale-3 weights into the Net3
+    ``_starting_model`` built on its Net12); returns the next epoch to run."""
     try:
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], state.get(BASE_KEY))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
     except (KeyError, RuntimeError, ValueError) as exc:
@@ -127,14 +132,6 @@ def checkpoint_due(epoch: int, epochs: int, every: int, new_best: bool) -> bool:
     return new_best or epoch + 1 == epochs or (epoch + 1) % every == 0
 
 
-def _prune_checkpoints(root: Path, keep: int, best_epoch: int) -> None:
-    """Keep the newest ``keep`` epoch directories and the best one."""
-    epochs = sorted(root.glob("epoch_*"))
-    for directory in epochs[:-keep]:
-        if directory.name != f"epoch_{best_epoch:03d}":
-            shutil.rmtree(directory, ignore_errors=True)
-
-
 def training_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -157,9 +154,17 @@ def training_step(
 
 
 def _starting_model(config: TrainConfig, resume_state: dict | None, net12: nn.Module | None) -> nn.Module:
-    """The architecture a resumed run recorded, or a fresh model (warning when the paper starts it from ImageNet)."""
+    """The architecture a resumed run recorded (a Net3 on ``net12``, refused unless its checkpoint
+    refines the Net12 ``config.net12_checkpoint`` names), or a fresh model (warning when the paper
+    starts it from ImageNet)."""
     if resume_state is not None:
-        return build(config.model, **resume_state["model_config"])
+        recorded = resume_state.get(BASE_KEY)
+        if recorded is not None and recorded != config.net12_checkpoint:
+            raise CheckpointError(
+                f"cannot resume this Net3: its checkpoint refines the Net12 {recorded!r}, "
+                f"but net12_checkpoint is {config.net12_checkpoint!r}"
+            )
+        return build_on_base(config.model, resume_state["model_config"], recorded, net12, "the checkpoint to resume")
     model = build_model(config, net12)
     if config.model in IMAGENET_ENCODERS and not config.encoder_weights and model.width == 1.0:
         logger.warning(
@@ -171,9 +176,17 @@ def _starting_model(config: TrainConfig, resume_state: dict | None, net12: nn.Mo
     return model
 
 
-def _train_loader(config: TrainConfig, train_set: NYUDepthV2, device: torch.device) -> tuple[DataLoader, EpochSampler]:
-    """One loader for every epoch (workers start once). Loaders draw their worker seed from their own
+def _train_batches(
+    config: TrainConfig, train_set: NYUDepthV2, device: torch.device, layout: torch.memory_format
+) -> tuple[DataLoader | DeviceBatches, EpochSampler | DeviceBatches]:
+    """The training batches and what selects their epoch: on a GPU with room for the split
+    (``device_data_share``), the split kept and augmented there, the same batches as the CPU loader's
+    without its workers (which cannot keep a fast GPU busy, benchmarks/README.md section 2); otherwise
+    one loader for every epoch (workers start once). Loaders draw their worker seed from their own
     generator, not the global RNG that dropout uses, so a run is the same with or without workers."""
+    if config.augment and fits_on_device(train_set, device, config.device_data_share):
+        batches = DeviceBatches(train_set, config.batch_size, config.seed, device, layout)
+        return batches, batches
     sampler = EpochSampler(len(train_set), config.seed)
     loader = DataLoader(
         train_set,
@@ -199,8 +212,8 @@ class _Loop:
     loss_fn: LossFn
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.StepLR
-    loader: DataLoader
-    sampler: EpochSampler
+    loader: DataLoader | DeviceBatches
+    sampler: EpochSampler | DeviceBatches
     val_loader: DataLoader
 
     @classmethod
@@ -219,7 +232,7 @@ class _Loop:
         train_set = NYUDepthV2(
             arrays, "train", config.model, train=config.augment, model_cfg=model_cfg, splits=splits, seed=config.seed
         )
-        loader, sampler = _train_loader(config, train_set, device)
+        loader, sampler = _train_batches(config, train_set, device, layout)
         val_loader = evaluation_loader(
             arrays, splits, "val", config.model, model_cfg, config.eval_batch_size, config.num_workers
         )
@@ -240,8 +253,9 @@ class _Loop:
         return float(loss_sum) / images, images, time.perf_counter() - started
 
     def epoch(self, epoch: int) -> dict[str, float]:
-        """Train one epoch, step the schedule and validate; the epoch's metrics. Raises
-        FloatingPointError, naming the epoch and rate, when the loss or the predictions diverge."""
+        """Train one epoch, step the schedule and validate; the epoch's metrics (on CUDA with the peak
+        GPU memory so far, GiB). Raises FloatingPointError, naming the epoch and rate, when the loss or
+        the predictions diverge."""
         config, optimizer = self.config, self.optimizer
         self.sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["multiplier"]  # the base (searched) rate
@@ -255,7 +269,7 @@ class _Loop:
             val = evaluate(self.model, self.val_loader, self.device, loss_fn=self.loss_fn, bf16=config.bf16)
         except FloatingPointError as exc:
             raise FloatingPointError(f"{config.model}, epoch {epoch + 1} (lr={lr}): {exc}") from exc
-        return {
+        metrics = {
             "epoch": float(epoch),
             "train_loss": train_loss,
             "val_loss": val.pop("loss"),
@@ -264,15 +278,21 @@ class _Loop:
             "epoch_seconds": time.perf_counter() - started,
             "images_per_second": images / train_seconds,
         }
+        if self.device.type == "cuda":
+            metrics["gpu_peak_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return metrics
 
 
 def _checkpoint_state(loop: _Loop, epoch: int, progress: _Progress) -> dict[str, Any]:
-    """Everything an exact resume needs: weights, optimizer and scheduler, RNG states and the history."""
+    """Everything an exact resume needs: weights, optimizer and scheduler, RNG states and the history.
+    A Net3's weights are its scale 3's: its frozen Net12 is stored as the reference it was resolved from."""
     config, model, optimizer, scheduler = loop.config, loop.model, loop.optimizer, loop.scheduler
+    base = {BASE_KEY: config.net12_checkpoint} if config.model == "net3" else {}
     return {
         "model_name": config.model,
         "model_config": dict(model.config),
-        "model": model.state_dict(),
+        "model": without_base(model.state_dict()) if base else model.state_dict(),
+        **base,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,
@@ -298,6 +318,45 @@ def _resume_state(config: TrainConfig, resume_from: str | Path | None) -> dict |
     return state
 
 
+def _run_epoch(
+    loop: _Loop, epoch: int, progress: _Progress, pipeline: CheckpointPipeline, on_epoch: EpochCallback | None
+) -> None:
+    """Train and validate one epoch, snapshot its checkpoint when one is due, call ``on_epoch`` and
+    queue what it returns to run once the checkpoint is written."""
+    config = loop.config
+    metrics = loop.epoch(epoch)
+    progress.history.append(metrics)
+    best = progress.history[progress.best_epoch] if progress.best_epoch >= 0 else None
+    metric = config.select_metric
+    new_best = best is None or is_better(metric, metrics[metric], best[metric])
+    if new_best:
+        progress.best_epoch = epoch
+    directory = None
+    if checkpoint_due(epoch, config.epochs, config.checkpoint_every, new_best):
+        directory = pipeline.save(epoch, _checkpoint_state(loop, epoch, progress))
+    logger.info(
+        "%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_abs_rel %.3f  %.1f img/s",
+        config.model,
+        epoch + 1,
+        config.epochs,
+        metrics["train_loss"],
+        metrics["val_loss"],
+        metrics["val_abs_rel"],
+        metrics["images_per_second"],
+    )
+    publish = on_epoch(metrics, loop.model) if on_epoch is not None else None
+    pipeline.publish(directory, publish, progress.best_epoch)
+
+
+def _close_after_failure(pipeline: CheckpointPipeline) -> None:
+    """Finish the checkpoints and reports queued before training failed; a background failure is
+    logged, so that the training's own error is the one raised."""
+    try:
+        pipeline.close()
+    except BaseException as exc:  # noqa: BLE001 - the training's error takes precedence
+        logger.warning("while stopping after a training error, the checkpoint thread failed too: %r", exc)
+
+
 def train(
     config: TrainConfig,
     checkpoint_root: str | Path,
@@ -308,8 +367,9 @@ def train(
     net12: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``config.model`` for ``config.epochs`` epochs, resuming exactly from a checkpoint when
-    given; after each epoch, ``on_epoch(metrics, checkpoint_dir, model)`` is called. ``net12`` is the
-    frozen base of a fresh Net3."""
+    given. After each epoch ``on_epoch(metrics, model)`` is called on the training thread; a step it
+    returns is called with the epoch's checkpoint directory (None when it saved none) in the
+    background once that checkpoint is written. ``net12`` is the frozen base of a fresh Net3."""
     config.validate()
     device = pick_device(config.device)
     if arrays is None:
@@ -324,33 +384,14 @@ def train(
         start = _restore(loop.model, loop.optimizer, loop.scheduler, resume_state, str(resume_from))
         progress = _Progress(start, list(resume_state["history"]), int(resume_state["best_epoch"]))
         logger.info("resumed %s from %s at epoch %d", config.model, resume_from, start)
-    root = Path(checkpoint_root)
-    for epoch in range(progress.start_epoch, config.epochs):
-        metrics = loop.epoch(epoch)
-        progress.history.append(metrics)
-        best = progress.history[progress.best_epoch] if progress.best_epoch >= 0 else None
-        new_best = best is None or is_better(
-            config.select_metric, metrics[config.select_metric], best[config.select_metric]
-        )
-        if new_best:
-            progress.best_epoch = epoch
-        directory = None
-        if checkpoint_due(epoch, config.epochs, config.checkpoint_every, new_best):
-            directory = root / f"epoch_{epoch:03d}"
-            save_checkpoint(directory, _checkpoint_state(loop, epoch, progress))
-        logger.info(
-            "%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_abs_rel %.3f  %.1f img/s",
-            config.model,
-            epoch + 1,
-            config.epochs,
-            metrics["train_loss"],
-            metrics["val_loss"],
-            metrics["val_abs_rel"],
-            metrics["images_per_second"],
-        )
-        if on_epoch is not None:
-            on_epoch(metrics, directory, loop.model)
-        _prune_checkpoints(root, config.keep_checkpoints, progress.best_epoch)
+    pipeline = CheckpointPipeline(Path(checkpoint_root), config.keep_checkpoints)
+    try:
+        for epoch in range(progress.start_epoch, config.epochs):
+            _run_epoch(loop, epoch, progress, pipeline, on_epoch)
+    except BaseException:
+        _close_after_failure(pipeline)
+        raise
+    pipeline.close()
     if not progress.history:
         raise ValueError(
             f"nothing to train: the checkpoint already finished {progress.start_epoch} of {config.epochs} epochs"
@@ -358,6 +399,6 @@ def train(
     return TrainResult(
         history=progress.history,
         best_epoch=progress.best_epoch,
-        best_checkpoint=root / f"epoch_{progress.best_epoch:03d}",
-        last_checkpoint=root / f"epoch_{len(progress.history) - 1:03d}",
+        best_checkpoint=checkpoint_directory(pipeline.root, progress.best_epoch),
+        last_checkpoint=checkpoint_directory(pipeline.root, len(progress.history) - 1),
     )

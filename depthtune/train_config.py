@@ -19,7 +19,9 @@ class TrainConfig:
     ImageNet file (VGG-16 for Net12's scale 1, ResNet-50 for FCRN's encoder) that a fresh model
     starts from; a resumed run takes its weights from the checkpoint. ``checkpoint_every`` spaces the
     checkpoints between new bests: a paper-size one takes seconds to write while the GPU waits
-    (benchmarks/README.md, overhead)."""
+    (benchmarks/README.md, overhead). ``device_data_share``: on CUDA, the training split is kept on the
+    GPU and augmented there when it needs at most this share of the GPU's memory (0: always the CPU
+    loader, which a CPU run uses anyway)."""
 
     model: str = "net12"
     model_cfg: dict[str, Any] = field(default_factory=dict)
@@ -49,6 +51,7 @@ class TrainConfig:
     encoder_weights: str | None = None
     keep_checkpoints: int = 1
     checkpoint_every: int = 1
+    device_data_share: float = 0.25
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "training config") -> "TrainConfig":
@@ -77,6 +80,8 @@ class TrainConfig:
             value = getattr(self, key)
             if not (isinstance(value, int) and value >= 1):
                 problems.append(f"{key}={value!r}: expected an integer >= 1")
+        if not (isinstance(self.device_data_share, (int, float)) and 0 <= self.device_data_share <= 1):
+            problems.append(f"device_data_share={self.device_data_share!r}: expected a share of GPU memory in [0, 1]")
         if self.num_workers < 0:
             problems.append(f"num_workers={self.num_workers!r}: expected >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -26,6 +26,7 @@ FLOORS = {
     "depthtune.losses": 1,
     "depthtune.metrics": 1,
     "depthtune.checkpoints": 1,
+    "depthtune.checkpoint_pipeline": 1,
     "depthtune.predictor": 1,
     "depthtune.evaluation": 1,
     "depthtune.train": 1,

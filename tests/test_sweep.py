@@ -278,10 +278,16 @@ def test_net3_sweep_refines_the_registered_net12_and_records_it(finished_sweep, 
     assert parent.data.params["net12_model"] == "models:/net12@champion"
     runs = client.search_runs([outcome.experiment_id])
     assert len(runs) == 3 and all(r.data.tags["depthtune.base_model"] == lineage["base_model"] for r in runs)
-    refined = load_model("net3@champion", tracking_uri=uri).module
+    refined = load_model("net3@champion", tracking_uri=uri).module  # the registered Net3 holds its Net12
     base = load_model(lineage["base_model"], tracking_uri=uri).module
     for name, tensor in base.state_dict().items():
         assert torch.equal(refined.net12.state_dict()[name], tensor), name
+    for run in runs:  # the trials' best_model/ and checkpoints hold scale 3 and name the Net12 instead
+        artifacts = workdir / "mlruns" / outcome.experiment_id / run.info.run_id / "artifacts" / "best_model"
+        if run.data.tags.get("mlflow.parentRunId"):
+            assert json.loads((artifacts / "model.json").read_text())["base_model"] == lineage["base_model"]
+            assert not any(k.startswith("net12.") for k in torch.load(artifacts / "weights.pt", weights_only=True))
+    assert load_checkpoint(outcome.winner.checkpoint)["base_model"] == lineage["base_model"]
 
 
 def test_a_diverging_trial_ends_at_once_as_failed_and_the_sweep_goes_on(tmp_path, synthetic_file, local_ray):

@@ -7,13 +7,14 @@ import math
 import pytest
 import torch
 
+import depthtune.train
 from conftest import TINY
 from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, model_from_checkpoint
 from depthtune.evaluation import data_splits, evaluate, evaluation_loader
 from depthtune.models import build
 from depthtune.names import METRIC_NAMES
 from depthtune.profiles import EIGEN_NET12_RATES
-from depthtune.tracking.lineage import resolve_base_model
+from depthtune.tracking.lineage import load_checkpoint_model, resolve_base_model
 from depthtune.train import checkpoint_due, parameter_groups, train
 from depthtune.train_config import TrainConfig
 
@@ -29,7 +30,10 @@ def _config(model="net12", **overrides) -> TrainConfig:
 def test_reports_every_epoch_with_all_metrics_and_a_checkpoint(tmp_path, synthetic_arrays):
     reported = []
     result = train(
-        _config(), tmp_path / "ckpt", arrays=synthetic_arrays, on_epoch=lambda m, d, _model: reported.append((m, d))
+        _config(),
+        tmp_path / "ckpt",
+        arrays=synthetic_arrays,
+        on_epoch=lambda m, _model: lambda d: reported.append((m, d)),
     )
     assert [m["epoch"] for m, _ in reported] == [0.0, 1.0]
     expected = {"train_loss", "val_loss", "lr", "epoch_seconds", "images_per_second"} | {
@@ -83,7 +87,7 @@ def test_spaced_checkpoints_hold_each_new_best_and_resume_exactly(tmp_path, synt
         _config(epochs=4, checkpoint_every=9, keep_checkpoints=4),
         tmp_path / "full",
         arrays=synthetic_arrays,
-        on_epoch=lambda m, d, _model: written.append(d is not None and (d / CHECKPOINT_FILE).is_file()),
+        on_epoch=lambda m, _model: lambda d: written.append(d is not None and (d / CHECKPOINT_FILE).is_file()),
     )
     losses = [m["val_abs_rel"] for m in full.history]  # the default select_metric
     new_bests = [i == 0 or loss < min(losses[:i]) for i, loss in enumerate(losses)]
@@ -112,7 +116,7 @@ def test_net3_trains_on_a_frozen_net12_checkpoint(tmp_path, synthetic_arrays):
         net12=_net12(net12.best_checkpoint),
     )
     frozen = model_from_checkpoint(net12.best_checkpoint, expected="net12").state_dict()
-    refined = model_from_checkpoint(net3.best_checkpoint, expected="net3").state_dict()
+    refined = load_checkpoint_model(net3.best_checkpoint, expected="net3").state_dict()
     assert all(torch.equal(frozen[k], refined[f"net12.{k}"]) for k in frozen)
 
 
@@ -175,6 +179,19 @@ def test_persistent_loader_workers_train_exactly_as_the_main_process(tmp_path, s
     b = load_checkpoint(workers.last_checkpoint)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["train_loss"] for h in inline.history] == [h["train_loss"] for h in workers.history]
+
+
+def test_the_device_resident_split_trains_exactly_as_the_loader(tmp_path, synthetic_arrays, monkeypatch):
+    """Where the split fits on the GPU, the loop trains on DeviceBatches; here on the CPU (made to
+    "fit"), so the same run must come out bit for bit as with the DataLoader."""
+    loader = train(_config(epochs=2), tmp_path / "loader", arrays=synthetic_arrays)
+    chosen = []
+    monkeypatch.setattr(depthtune.train, "fits_on_device", lambda *args: chosen.append(True) or True)
+    resident = train(_config(epochs=2), tmp_path / "resident", arrays=synthetic_arrays)
+    assert chosen == [True]
+    a, b = load_checkpoint(loader.last_checkpoint)["model"], load_checkpoint(resident.last_checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["train_loss"] for h in loader.history] == [h["train_loss"] for h in resident.history]
 
 
 def test_resume_refuses_another_model(tmp_path, synthetic_arrays):
@@ -246,7 +263,7 @@ def test_per_layer_learning_rates_reach_the_optimizer_and_the_weights(tmp_path, 
         _config(epochs=1, lr_multipliers={"scale1_convs": 1e-9}),
         tmp_path / "slow",
         arrays=synthetic_arrays,
-        on_epoch=lambda m, d, _model: reported.append(m),
+        on_epoch=lambda m, _model: reported.append(m),
     )
     trained = load_checkpoint(result.last_checkpoint)["model"]
     initial = start.state_dict()

@@ -14,14 +14,15 @@ from mlflow import MlflowClient
 from ray import tune
 from torch import nn
 
-from depthtune.checkpoints import model_from_checkpoint
+from depthtune.checkpoints import BASE_KEY, load_checkpoint
 from depthtune.data import NYUArrays
 from depthtune.evaluation import evaluate_model
 from depthtune.metrics import relative_gain
-from depthtune.predictor import save_model_files
+from depthtune.predictor import write_model_files
 from depthtune.sweep.config import SweepConfig
 from depthtune.sweep.ledger import TrialLedger, end_status, finished_budget
 from depthtune.sweep.plan import SweepPlan
+from depthtune.tracking.lineage import load_checkpoint_model
 from depthtune.tracking.runs import DIVERGED_TAG, RUN_ID_KEY, RunLogger
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,9 @@ def evaluate_trial(
     checkpoint, metrics = best_checkpoint(result, config)
     params = {name: result.config[name] for name in config.space}
     with checkpoint.as_directory() as directory:
-        model = model_from_checkpoint(directory, expected=config.model)
+        model = load_checkpoint_model(
+            directory, expected=config.model, tracking_uri=plan.tracking.uri, known=plan.base_model
+        )
     trial_config = plan.trial_config(params)
     test_metrics = evaluate_model(model, trial_config, arrays)
     run_id = result.metrics[RUN_ID_KEY]
@@ -148,8 +151,8 @@ def paper_comparison(
 
 
 def log_best_weights(client: MlflowClient, results: tune.ResultGrid, config: SweepConfig) -> None:
-    """Each trial's best checkpoint as weights + architecture JSON into its run's ``best_model/``,
-    and the best epoch as tags."""
+    """Each trial's best checkpoint as weights + architecture JSON into its run's ``best_model/`` (a
+    Net3's scale-3 weights and the reference of its Net12, as in the checkpoint), and the best epoch as tags."""
     for result in results:
         run_id = (result.metrics or {}).get(RUN_ID_KEY)
         best = best_checkpoint(result, config)
@@ -157,7 +160,8 @@ def log_best_weights(client: MlflowClient, results: tune.ResultGrid, config: Swe
             continue
         checkpoint, metrics = best
         with checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as staging:
-            save_model_files(model_from_checkpoint(directory), staging)
+            state = load_checkpoint(directory)
+            write_model_files(staging, state["model_name"], state["model_config"], state["model"], state.get(BASE_KEY))
             client.log_artifacts(run_id, staging, "best_model")
         RunLogger(client, run_id).set_tags(
             {

@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from ray import tune
 from torch import nn
 
+from depthtune.checkpoint_pipeline import Publish
 from depthtune.checkpoints import CHECKPOINT_FILE
 from depthtune.data import NYUArrays
 from depthtune.evaluation import pick_device
@@ -240,34 +241,44 @@ def _train_and_track(
 def _train_reporting(
     config: TrainConfig, plan: SweepPlan, arrays: NYUArrays, workdir: Path, trial: _TrialRun, resume_from: Path | None
 ) -> None:
-    """Train, and after each epoch: queue its metrics (and every few epochs a prediction grid) for
-    MLflow and report them to Tune, with the epoch's checkpoint when ``train`` wrote one."""
+    """Train, and after each epoch: make the epoch's prediction grid (every few epochs, on the live
+    model), then, once ``train`` has written the epoch's checkpoint (if one is due), queue the metrics
+    and grid for MLflow and report them to Tune with it, in the background while the next epoch trains."""
     sweep, writer = plan.config, trial.writer
     preview_frames = list(plan.splits.val[: sweep.preview_frames])
     may_stop_after = stopping_epochs(sweep)
     queued_before = writer.mark
     predictor: DepthPredictor | None = None
 
-    def report(metrics: dict[str, float], checkpoint_dir: Path | None, model: nn.Module) -> None:
-        nonlocal queued_before, predictor
+    def report(metrics: dict[str, float], model: nn.Module) -> Publish:
+        nonlocal predictor
         epoch = int(metrics["epoch"])
-        record = trial.ledger.add(metrics)
-        checkpoint = None
-        if checkpoint_dir is not None:
-            TrialState(trial.run.run_id, trial.ledger, metrics).write(checkpoint_dir)
-            checkpoint = tune.Checkpoint.from_directory(checkpoint_dir)
-        trial.send(record)
+        grid = None
         if preview_frames and ((epoch + 1) % sweep.preview_every == 0 or epoch + 1 == config.epochs):
             predictor = _preview_predictor(predictor, model, str(pick_device(config.device)))
             grid = prediction_grid(predictor, arrays, preview_frames, f"epoch {epoch + 1}")
-            writer.submit(
-                f"epoch {epoch + 1} prediction grid", lambda: log_grid(trial.client, trial.run.run_id, grid, epoch)
+
+        def publish(checkpoint_dir: Path | None) -> None:
+            """In the background once the epoch's checkpoint is written: queue the epoch for MLflow and
+            report it to Tune (which copies the checkpoint into the sweep's storage)."""
+            nonlocal queued_before
+            record = trial.ledger.add(metrics)
+            checkpoint = None
+            if checkpoint_dir is not None:
+                TrialState(trial.run.run_id, trial.ledger, metrics).write(checkpoint_dir)
+                checkpoint = tune.Checkpoint.from_directory(checkpoint_dir)
+            trial.send(record)
+            if grid is not None:
+                writer.submit(
+                    f"epoch {epoch + 1} prediction grid", lambda: log_grid(trial.client, trial.run.run_id, grid, epoch)
+                )
+            writer.wait_for(writer.mark if epoch + 1 in may_stop_after else queued_before, timeout=REPORT_FLUSH_S)
+            queued_before = writer.mark
+            tune.report(
+                {**metrics, RUN_ID_KEY: trial.run.run_id, TIMESTAMP_KEY: record.timestamp_ms}, checkpoint=checkpoint
             )
-        writer.wait_for(writer.mark if epoch + 1 in may_stop_after else queued_before, timeout=REPORT_FLUSH_S)
-        queued_before = writer.mark
-        tune.report(
-            {**metrics, RUN_ID_KEY: trial.run.run_id, TIMESTAMP_KEY: record.timestamp_ms}, checkpoint=checkpoint
-        )
+
+        return publish
 
     net12 = plan.base_model.module() if plan.base_model is not None else None
     try:

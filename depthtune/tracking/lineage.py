@@ -1,9 +1,12 @@
 """The base model a sweep builds on (the Net12 under a Net3): resolved once by the driver to one
 fixed registered version, so every trial refines the same weights even if the alias moves during
-the sweep, and recorded as tags on the sweep's runs and on the version the sweep registers."""
+the sweep, and recorded as tags on the sweep's runs and on the version the sweep registers. Net3
+checkpoints store that pinned reference instead of the Net12's weights; ``load_checkpoint_model``
+resolves it again."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ import torch
 from mlflow import MlflowClient
 from torch import nn
 
-from depthtune.checkpoints import CheckpointError, model_from_checkpoint
+from depthtune.checkpoints import CheckpointError, base_reference, model_from_checkpoint
 from depthtune.models import build
 from depthtune.tracking.loading import check_exists, load_model, parse_reference
 
@@ -78,3 +81,21 @@ def resolve_base_model(reference: str, tracking_uri: str | None, expected: str) 
         if module.name != expected:
             raise ValueError(f"base model {reference!r} is a {module.name!r} model; expected a {expected!r}")
     return BaseModel(reference, pinned, source_run, module.name, dict(module.config), module.state_dict())
+
+
+def load_checkpoint_model(
+    location: str | os.PathLike,
+    expected: str | None = None,
+    tracking_uri: str | None = None,
+    known: BaseModel | None = None,
+) -> nn.Module:
+    """Any checkpoint as a model: a Net3's Net12, stored as a reference, is ``known`` when that is the
+    version it names (no second download), else resolved here (a registered version read from
+    ``tracking_uri``, or a local checkpoint)."""
+    reference = base_reference(location)
+    base = None
+    if reference is not None:
+        if known is None or known.pinned != reference:
+            known = resolve_base_model(reference, tracking_uri, expected="net12")
+        base = known.module()
+    return model_from_checkpoint(location, expected=expected, base=base)
