@@ -1,9 +1,13 @@
 """An NYU-sized labelled file for benchmarks, made quickly: a few synthetic scenes rendered once and
 their compressed chunks repeated to the wanted frame count (rendering 1449 scenes takes half an hour
-on two cores; the loader's per-frame work is the same either way)."""
+on two cores; the loader's per-frame work is the same either way).
+
+    python benchmarks/nyu_sized.py [--frames 1449] [--scenes 32] [--workers 2] [--dir data]   # prints the file's path
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import tempfile
 import time
@@ -48,3 +52,19 @@ def copy_chunks(source: h5py.Dataset, target: h5py.Dataset, scenes: int) -> None
     for i in range(target.shape[0]):
         mask, chunk = tiles[i % scenes]
         target.id.write_direct_chunk((i, *rest), chunk, mask)
+
+
+def main() -> None:
+    """Make (or find) the file and print its path, for shell scripts that train on it."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1449, help="frames of the file (NYU's labelled file has 1449)")
+    parser.add_argument("--scenes", type=int, default=32, help="synthetic scenes rendered and tiled to --frames")
+    parser.add_argument("--workers", type=int, default=2, help="processes rendering the scenes")
+    parser.add_argument("--dir", type=Path, default=Path("data"), help="where the file is kept")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    print(nyu_sized_file(args.frames, args.scenes, workers=args.workers, directory=args.dir))
+
+
+if __name__ == "__main__":
+    main()
