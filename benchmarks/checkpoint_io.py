@@ -11,9 +11,10 @@ background.
 
 Each rep times one checkpointed epoch with the real functions (``save_checkpoint``; ``pyarrow.fs.copy_files``
 with the arguments Ray's ``persist_current_checkpoint`` passes for local storage); the medians are
-printed. The pipeline gets one checkpoint every ``--gap`` seconds, an epoch of training in which
-the background works (a checkpoint still being written when the next one is due makes the training
-thread wait for it); its first checkpoint allocates the host buffers and is printed apart. ``train``
+printed. Both ways get one checkpoint every ``--gap`` seconds (an epoch of training, in which the
+pipeline's background works; a checkpoint still being written when the next is due makes the
+training thread wait for it) and keep Tune's copies to the end, so both load the disk alike; the
+pipeline's first checkpoint allocates the host buffers and is printed apart. ``train``
 checkpoints at each new best, the last epoch and every ``checkpoint_every``-th
 (``depthtune.train.checkpoint_due``); the other epochs write nothing. ``--dir`` should be on the disk
 the sweep's storage_path uses."""
@@ -21,17 +22,15 @@ the sweep's storage_path uses."""
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.fs
 import torch
 
-from depthtune.checkpoint_pipeline import CheckpointPipeline
+from depthtune.checkpoint_pipeline import CheckpointPipeline, prune_checkpoints
 from depthtune.checkpoints import BASE_KEY, CHECKPOINT_FILE, save_checkpoint, without_base
 from depthtune.models import MODEL_NAMES, build
 from depthtune.profiles import model_config
@@ -74,13 +73,6 @@ def slim(state: dict) -> dict:
     return {**state, "model": without_base(state["model"]), BASE_KEY: "models:/net12/1"}
 
 
-def timed(step: Callable[[], object]) -> float:
-    """Wall seconds ``step`` takes."""
-    started = time.perf_counter()
-    step()
-    return time.perf_counter() - started
-
-
 def persist(directory: Path, storage: Path) -> None:
     """Tune's copy of a reported checkpoint directory into local storage, as ``persist_current_checkpoint`` makes it."""
     storage.mkdir(parents=True)
@@ -90,13 +82,20 @@ def persist(directory: Path, storage: Path) -> None:
     )
 
 
-def on_the_training_thread(state: dict, root: Path, rep: int) -> tuple[float, int]:
-    """Before: the save and Tune's copy both on the training thread; its wait and the checkpoint's bytes."""
-    directory = root / f"epoch_{rep:03d}"
-    wait = timed(lambda: (save_checkpoint(directory, state), persist(directory, root / "storage" / f"c_{rep:06d}")))
-    size = (directory / CHECKPOINT_FILE).stat().st_size
-    shutil.rmtree(root)
-    return wait, size
+def on_the_training_thread(state: dict, root: Path, reps: int, gap: float) -> tuple[list[float], int]:
+    """Before: the save and Tune's copy both on the training thread, one checkpoint every ``gap``
+    seconds, the older epoch directory pruned as ``train`` did and Tune's copies kept, as after; the
+    training thread's wait at each and the checkpoint's bytes."""
+    waits = []
+    for rep in range(reps):
+        directory = root / f"epoch_{rep:03d}"
+        started = time.perf_counter()
+        save_checkpoint(directory, state)
+        persist(directory, root / "storage" / f"c_{rep:06d}")
+        waits.append(time.perf_counter() - started)
+        prune_checkpoints(root, keep=1, best_epoch=rep)
+        time.sleep(gap)
+    return waits, (directory / CHECKPOINT_FILE).stat().st_size
 
 
 def in_the_background(state: dict, root: Path, reps: int, gap: float) -> tuple[list[float], list[float]]:
@@ -124,17 +123,13 @@ def in_the_background(state: dict, root: Path, reps: int, gap: float) -> tuple[l
 def measure(state: dict, reps: int, gap: float, where: Path | None) -> dict[str, list[float]]:
     """Seconds per checkpointed epoch of each way and the checkpoint's bytes (the old full state before,
     the slim one after); the pipeline's first save allocates its buffers."""
-    before, sizes = [], []
-    for rep in range(reps):
-        with tempfile.TemporaryDirectory(prefix="depthtune-ckpt-io-", dir=where) as tmp:
-            wait, size = on_the_training_thread(state, Path(tmp) / "before", rep)
-        before.append(wait)
-        sizes.append(size)
+    with tempfile.TemporaryDirectory(prefix="depthtune-ckpt-io-", dir=where) as tmp:
+        before, size = on_the_training_thread(state, Path(tmp), reps, gap)
     with tempfile.TemporaryDirectory(prefix="depthtune-ckpt-io-", dir=where) as tmp:
         waits, background = in_the_background(slim(state), Path(tmp), reps + 1, gap)
         size_after = sum(path.stat().st_size for path in Path(tmp).glob(f"epoch_*/{CHECKPOINT_FILE}"))
     return {
-        "size": sizes,
+        "size": [size],
         "size_after": [size_after],
         "before": before,
         "after_first": waits[:1],
