@@ -198,12 +198,39 @@ def test_docker_image_follows_the_dockerfile_tag_convention(raw_cluster):
     image = raw_cluster["docker"]["image"]
     assert re.fullmatch(rf"[a-z0-9.\-]+(?::\d+)?(?:/[a-z0-9._\-]+)*/depthtune:{re.escape(version)}", image), image
     assert f"-t depthtune:{version}" in DOCKERFILE.read_text()
-    assert raw_cluster["docker"]["pull_before_run"] is True
+    # pulled only when the host lacks the tag: a pull on a no-change `ray up` would skip the ECR
+    # login of initialization_commands and fail once the host's 12-hour login expired
+    assert raw_cluster["docker"]["pull_before_run"] is False
     assert raw_cluster["docker"]["container_name"]
 
 
+def test_every_node_type_is_pinned_to_the_same_subnets_one_per_zone(raw_cluster):
+    zones = raw_cluster["provider"]["availability_zone"].split(",")
+    subnets = [t["node_config"].get("SubnetIds") for t in raw_cluster["available_node_types"].values()]
+    assert subnets[0] and all(s == subnets[0] for s in subnets), "one VPC: the same subnets for every node type"
+    assert len(subnets[0]) == len(set(subnets[0])) == len(zones)
+    assert all(s.startswith("subnet-") for s in subnets[0])
+
+
+def test_efs_is_mounted_with_awss_nfs_options(raw_cluster):
+    init = " ".join(raw_cluster["initialization_commands"])
+    options = re.search(r"mount -t nfs4 -o (\S+) ", init).group(1).split(",")
+    assert set(options) == {
+        "nfsvers=4.1",
+        "rsize=1048576",
+        "wsize=1048576",
+        "hard",
+        "timeo=600",
+        "retrans=2",
+        "noresvport",
+    }
+
+
 def test_the_checkout_is_mounted_where_the_image_installed_it(raw_cluster):
-    assert raw_cluster["file_mounts"] == {"/home/ray/depthtune": "."}
+    assert raw_cluster["file_mounts"] == {"/home/ray/depthtune-src": "."}
+    # the checkout's folder name must not be importable: a ~/depthtune would shadow the package
+    assert not Path(next(iter(raw_cluster["file_mounts"]))).name.isidentifier()
+    assert dockerfile_instructions_of("WORKDIR")[-1] == "/home/ray/depthtune-src", "shells start in the checkout"
     assert ".gitignore" in raw_cluster["rsync_filter"]
     assert any(".git" in pattern for pattern in raw_cluster["rsync_exclude"])
     assert any('-e ".[cluster]"' in run for run in dockerfile_instructions_of("RUN"))
@@ -305,7 +332,7 @@ def test_runs_as_non_root_user_after_every_root_step():
     root_runs = [i for i, (kw, args) in enumerate(instructions) if kw == "RUN" and NEEDS_ROOT.search(args)]
     assert root_runs and last_user > root_runs[-1]
     assert any(re.search(r"useradd [^&]*--uid 1000 [^&]* ray\b", args) for kw, args in instructions if kw == "RUN")
-    assert ("WORKDIR", "/home/ray") in instructions[last_user:]
+    assert [args for kw, args in instructions if kw == "WORKDIR"][-1].startswith("/home/ray/")
     assert any(kw == "ENV" and "HOME=/home/ray" in args for kw, args in instructions), "Ray reads HOME from the image"
 
 
@@ -334,10 +361,37 @@ def test_package_is_installed_keeping_the_images_torch():
     runs = dockerfile_instructions_of("RUN")
     install = [r for r in runs if re.search(r"pip install .*-e \"\.\[cluster\]\"", r)]
     assert len(install) == 1
-    assert "-c /tmp/keep-torch.txt" in install[0] and "torch.__version__" in install[0]
+    assert "-c /tmp/pins.txt" in install[0] and "torch.__version__" in install[0]
     extra = {Requirement(r).name for r in pyproject()["project"]["optional-dependencies"]["cluster"]}
     assert {"boto3", "psycopg2-binary"} <= extra
     assert any("import torch, ray, mlflow, boto3, psycopg2" in r for r in runs)
+
+
+def pinned_ray_version() -> str:
+    (pin,) = re.findall(r'echo "ray==([^"]+)" >> /tmp/pins\.txt', " ".join(dockerfile_instructions_of("RUN")))
+    return pin
+
+
+def test_ray_is_pinned_to_one_version_in_the_image_and_the_laptop_setup():
+    pin = pinned_ray_version()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pin), pin
+    cluster_extra = next(
+        Requirement(r) for r in pyproject()["project"]["optional-dependencies"]["cluster"] if r.startswith("ray")
+    )
+    assert Version(pin) in cluster_extra.specifier
+    runs = " ".join(dockerfile_instructions_of("RUN"))
+    assert f"assert ray.__version__ == '{pin}'" in runs, "the build fails if pip resolved another Ray"
+    assert f'depthtune.ray.version="{pin}"' in " ".join(dockerfile_instructions_of("LABEL"))
+    docs = (REPO / "docs" / "cluster.md").read_text()
+    assert f'pip install "ray[default]=={pin}" boto3' in docs
+    assert f'"ray[default]=={pin}"' in CLUSTER_FILE.read_text()
+    assert not re.search(r"ray\[default\]==(?!" + re.escape(pin) + r")", docs + CLUSTER_FILE.read_text())
+
+
+def test_the_documented_build_targets_the_nodes_platform():
+    for text in (DOCKERFILE.read_text(), (REPO / "docs" / "cluster.md").read_text()):
+        builds = re.findall(r"^[#\s]*docker (?:buildx )?build .*$", text, re.MULTILINE)  # commands, not prose
+        assert builds and all("--platform linux/amd64" in build for build in builds), builds
 
 
 def test_label_version_matches_the_package():

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -157,8 +158,40 @@ def _check_host(host: str, auth: bool) -> None:
         )
 
 
-def _artifacts_destination(value: str) -> str:
+ARTIFACT_CHECK_KEY = ".depthtune-write-check"
+
+
+def check_artifact_store(destination: str, env: Mapping[str, str] | None = None) -> None:
+    """Fail now, not at a trial's first upload, when the server could not store artifacts at an
+    ``s3://`` destination: write a small object under it and delete it again (the bucket exists and
+    these credentials may put and delete objects there, which is what proxied uploads need). MLflow
+    itself starts on a wrong bucket without a word. Uses ``MLFLOW_S3_ENDPOINT_URL`` as MLflow does;
+    other URI schemes are left to MLflow."""
+    env = os.environ if env is None else env
+    parts = urllib.parse.urlsplit(destination)
+    if parts.scheme != "s3":
+        return
+    bucket, prefix = parts.netloc, parts.path.strip("/")
+    key = f"{prefix}/{ARTIFACT_CHECK_KEY}" if prefix else ARTIFACT_CHECK_KEY
+    try:
+        import boto3
+    except ImportError:
+        raise ValueError(f"artifact store {destination}: s3:// needs boto3: pip install 'depthtune[cluster]'") from None
+    try:
+        client = boto3.client("s3", endpoint_url=env.get("MLFLOW_S3_ENDPOINT_URL") or None)
+        client.put_object(Bucket=bucket, Key=key, Body=b"written and deleted by depthtune serve start\n")
+        client.delete_object(Bucket=bucket, Key=key)
+    except Exception as exc:  # botocore's ClientError, NoCredentialsError, EndpointConnectionError, ...
+        raise ValueError(
+            f"artifact store {destination}: the tracking server could not write s3://{bucket}/{key} "
+            f"({type(exc).__name__}: {exc}); check the bucket name and the head's S3 permissions"
+        ) from None
+    logger.info("artifact store %s: writable", destination)
+
+
+def _artifacts_destination(value: str, env: Mapping[str, str]) -> str:
     if "://" in value:
+        check_artifact_store(value, env)
         return value
     path = Path(value).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
@@ -187,7 +220,7 @@ def build_server(
     extra = ("--allowed-hosts", config.allowed_hosts) if config.allowed_hosts else ()
     return TrackingServer(
         backend,
-        _artifacts_destination(config.artifacts_destination),
+        _artifacts_destination(config.artifacts_destination, env),
         proxy_artifacts=True,
         host=config.host,
         port=config.port,
