@@ -1,5 +1,5 @@
 """`depthtune` command line: data, single training runs, the demo, sweeps, the registry's models,
-dashboards and the tracking service.
+dashboards, the tracking service and the Ray cluster file (`depthtune cluster`).
 
 Exit codes: 0 done; 2 a failure with a known cause (bad input or config, a missing or unwritable
 file, a full disk, an unreachable server), told in one line (-v adds the details); 130 stopped by
@@ -333,6 +333,33 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     postgres_stop.add_argument("--dir", required=True)
 
 
+def _add_cluster_parser(commands: argparse._SubParsersAction) -> None:
+    cluster = commands.add_parser(
+        "cluster", help="check a ray up file against the sweeps; its local fake_multinode twin"
+    )
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    check = cluster_commands.add_parser(
+        "check", help="can every sweep's trial be placed on a node type of FILE? (exit 2 naming the resources if not)"
+    )
+    check.add_argument("file", nargs="?", default="ray_cluster.yaml", help="cluster file (default ray_cluster.yaml)")
+    check.add_argument(
+        "--config", action="append", help="sweep YAML to check (repeatable; default: the shipped net12, net3, fcrn)"
+    )
+    check.add_argument("--profile", default="paper", help="profile whose per-trial resources count (default paper)")
+    check.add_argument(
+        "--gpus-per-trial", dest="gpus_per_trial", type=float, help="as `depthtune tune --gpus-per-trial`"
+    )
+    fake = cluster_commands.add_parser(
+        "fake-config",
+        help="print FILE's autoscaling as a fake_multinode config for RAY_FAKE_CLUSTER=1 ray start --head",
+    )
+    fake.add_argument("file", nargs="?", default="ray_cluster.yaml", help="cluster file (default ray_cluster.yaml)")
+    fake.add_argument("--gcs-address", dest="gcs_address", required=True, help="the local head's address, host:port")
+    fake.add_argument(
+        "--idle-timeout-minutes", dest="idle_timeout_minutes", type=float, help="shorter idle timeout (default FILE's)"
+    )
+
+
 def port_number(text: str) -> int:
     """A TCP port, 1-65535 (argparse turns the ValueError into a usage error)."""
     port = int(text)
@@ -357,6 +384,7 @@ def parser() -> argparse.ArgumentParser:
     _add_dashboard_parser(commands)
     _add_compare_parser(commands)
     _add_serve_parser(commands)
+    _add_cluster_parser(commands)
     return root
 
 
@@ -521,6 +549,26 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(DemoConfig.from_dict(values, where=str(path)))
 
 
+def _cluster(args: argparse.Namespace) -> None:
+    import yaml
+
+    from depthtune.cluster_file import ClusterFile, check_trials_fit, fake_multinode_config, trial_resources
+    from depthtune.sweep.config import SweepConfig
+
+    cluster = ClusterFile.read(args.file)
+    if args.cluster_command == "fake-config":
+        config = fake_multinode_config(cluster, args.gcs_address, args.idle_timeout_minutes)
+        sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
+        return
+    overrides = _overrides(args, ("gpus_per_trial",))
+    for path in [Path(p) for p in args.config or ()] or [shipped_config(m) for m in MODEL_NAMES]:
+        config = SweepConfig.from_dict(read_yaml(path), args.profile, where=str(path), overrides=overrides)
+        asked = trial_resources(config)
+        fits = check_trials_fit(cluster, asked, where=f"{path} (profile {args.profile})")
+        wanted = ", ".join(f"{key} {value:g}" for key, value in asked.items())
+        print(f"{path.name}: a trial asks {wanted}; per node: " + ", ".join(f"{n} {c}" for n, c in fits.items()))
+
+
 def _serve(args: argparse.Namespace) -> None:
     from depthtune.serve import service
 
@@ -585,6 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dashboard": _dashboard,
         "compare": _compare,
         "serve": _serve,
+        "cluster": _cluster,
     }
     try:
         handlers[args.command](args)

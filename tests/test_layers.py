@@ -21,6 +21,7 @@ FLOORS = {
     "depthtune.paper_settings": 0,
     "depthtune.profiles": 0,
     "depthtune.sweep.config": 0,
+    "depthtune.cluster_file": 0,
     "depthtune.data": 1,
     "depthtune.models": 1,
     "depthtune.losses": 1,
