@@ -20,6 +20,16 @@ from depthtune.sweep.driver import run_sweep
 from depthtune.sweep.summary import SweepOutcome
 from local_cluster import write_ray_token
 
+# AWS's recommended NFS options for mounting EFS, which ray_cluster.yaml's mount must use.
+AWS_EFS_MOUNT_OPTIONS = {
+    "nfsvers=4.1",
+    "rsize=1048576",
+    "wsize=1048576",
+    "hard",
+    "timeo=600",
+    "retrans=2",
+    "noresvport",
+}
 TINY = {
     "net12": {"input_size": (64, 80), "width": 0.125},
     "net3": {"width": 0.125},

@@ -165,7 +165,8 @@ class LocalRayCluster:
         self.nodes.append(node)
         return node
 
-    def start_head(self) -> RayNode:
+    def start_head(self, extra_args: tuple[str, ...] = ()) -> RayNode:
+        """Start the head (no CPUs or GPUs of its own: trials go to workers) and wait until it is up."""
         node = self._start(
             "head",
             [
@@ -180,6 +181,7 @@ class LocalRayCluster:
                 "false",
                 "--temp-dir",
                 str(self.temp_dir / "ray"),
+                *extra_args,
             ],
         )
         self.wait_for_nodes(1)

@@ -102,25 +102,7 @@ class FakeAutoscalingCluster(LocalRayCluster):
     def start_autoscaling_head(self, config: dict) -> None:
         path = self.temp_dir / "fake_autoscaling.yaml"
         path.write_text(yaml.safe_dump(config))
-        self._start(
-            "head",
-            [
-                "--head",
-                "--port",
-                str(self.port),
-                "--num-cpus",
-                "0",
-                "--num-gpus",
-                "0",
-                "--include-dashboard",
-                "false",
-                "--temp-dir",
-                str(self.temp_dir / "ray"),
-                "--autoscaling-config",
-                str(path),
-            ],
-        )
-        self.wait_for_nodes(1)
+        self.start_head(("--autoscaling-config", str(path)))
 
     def alive_nodes(self) -> dict[str, str]:
         """Name -> node id of the alive nodes; the autoscaler's events, which a driver prints by

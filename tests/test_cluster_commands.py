@@ -47,6 +47,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import AWS_EFS_MOUNT_OPTIONS
+
 pytest.importorskip("ray")
 from ray.autoscaler._private.command_runner import _with_environment_variables, _with_interactive  # noqa: E402
 from ray.autoscaler._private.util import prepare_config, with_envs, with_head_node_ip  # noqa: E402
@@ -276,15 +278,7 @@ def test_initialization_commands_run_twice_mount_and_install_once(tmp_path, conf
     assert any(call.startswith("sudo apt-get install") and "nfs-common" in call for call in efs)
     (mount,) = [call for call in efs if call.startswith("sudo mount ")]
     options = mount.split(" -o ", 1)[1].split()[0].split(",")
-    assert set(options) == {
-        "nfsvers=4.1",
-        "rsize=1048576",
-        "wsize=1048576",
-        "hard",
-        "timeo=600",
-        "retrans=2",
-        "noresvport",
-    }
+    assert set(options) == AWS_EFS_MOUNT_OPTIONS
     assert mount.endswith(".efs.us-west-2.amazonaws.com:/ /mnt/efs")
     # the second time: already installed and mounted, only the idempotent steps again
     assert second["calls"][0] == [

@@ -19,6 +19,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from conftest import AWS_EFS_MOUNT_OPTIONS
 from depthtune.configs import shipped_config
 
 try:
@@ -215,15 +216,7 @@ def test_every_node_type_is_pinned_to_the_same_subnets_one_per_zone(raw_cluster)
 def test_efs_is_mounted_with_awss_nfs_options(raw_cluster):
     init = " ".join(raw_cluster["initialization_commands"])
     options = re.search(r"mount -t nfs4 -o (\S+) ", init).group(1).split(",")
-    assert set(options) == {
-        "nfsvers=4.1",
-        "rsize=1048576",
-        "wsize=1048576",
-        "hard",
-        "timeo=600",
-        "retrans=2",
-        "noresvport",
-    }
+    assert set(options) == AWS_EFS_MOUNT_OPTIONS
 
 
 def test_the_checkout_is_mounted_where_the_image_installed_it(raw_cluster):
