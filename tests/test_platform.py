@@ -339,6 +339,7 @@ def test_auth_ini_round_trips_through_mlflows_reader(tmp_path, monkeypatch):
     config = read_auth_config()
     assert (config.admin_username, config.admin_password, config.database_uri) == (ADMIN, password, database)
     assert config.default_permission == "READ"
+    assert config.auth_cache_ttl_seconds == 60  # a checked credential is trusted a minute, not re-hashed
     assert len(env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == 64
     assert server._auth_environment()["MLFLOW_FLASK_SERVER_SECRET_KEY"] == env["MLFLOW_FLASK_SERVER_SECRET_KEY"]  # kept
     assert configparser.ConfigParser(interpolation=None).read(env["MLFLOW_AUTH_CONFIG_PATH"])

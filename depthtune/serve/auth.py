@@ -22,13 +22,18 @@ class BasicAuth:
     a PostgreSQL backend use a second database on the same server, e.g. ``mlflow_auth``; it must
     exist). Users other than the admin get ``default_permission`` on what they did not create.
     ``secret_key`` signs the login form's CSRF token (default: one generated once and kept 0600 in
-    the state directory)."""
+    the state directory). ``credential_cache_seconds``: how long each server worker trusts a
+    credential it has checked; MLflow's default, 0, runs its deliberately slow password hash on every
+    request, which saturated the server's CPU at 16 concurrent trials (benchmarks/README.md,
+    section 9). A password changed through MLflow is dropped at once by the worker that changed it,
+    by the others within this time."""
 
     admin_username: str
     admin_password: str = field(repr=False)
     database_uri: str | None = field(default=None, repr=False)
     default_permission: str = "READ"
     secret_key: str | None = field(default=None, repr=False)
+    credential_cache_seconds: int = 60
 
     USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
     PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
@@ -48,6 +53,10 @@ class BasicAuth:
         if self.default_permission not in AUTH_PERMISSIONS:
             raise ValueError(
                 f"default_permission {self.default_permission!r}: expected one of {', '.join(AUTH_PERMISSIONS)}"
+            )
+        if not (isinstance(self.credential_cache_seconds, int) and self.credential_cache_seconds >= 0):
+            raise ValueError(
+                f"credential_cache_seconds {self.credential_cache_seconds!r}: expected whole seconds >= 0 (0: no cache)"
             )
 
     @classmethod
@@ -98,6 +107,7 @@ def auth_ini(auth: BasicAuth, database_uri: str) -> str:
             f"admin_username = {ini_value(auth.admin_username)}",
             f"admin_password = {ini_value(auth.admin_password)}",
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+            f"auth_cache_ttl_seconds = {int(auth.credential_cache_seconds)}",
             "",
         ]
     )
