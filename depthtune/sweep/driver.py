@@ -38,6 +38,7 @@ from depthtune.storage_check import check_room, checkpoint_bytes
 from depthtune.sweep.config import SweepConfig
 from depthtune.sweep.console import TrialLines, quiet_process
 from depthtune.sweep.errors import SweepInterrupted
+from depthtune.sweep.memory_kills import memory_kills_fail_one_trial
 from depthtune.sweep.plan import SweepPlan, TrackingTarget
 from depthtune.sweep.registration import log_paper_comparison, register_winner
 from depthtune.sweep.results import (
@@ -220,7 +221,7 @@ def fit(plan: SweepPlan, arrays_ref: ray.ObjectRef, resume: bool) -> tune.Result
         tuner = tune.Tuner.restore(str(plan.tune_dirs[-1]), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = _new_tuner(plan, trainable)
-    with tune_file_loggers_only():
+    with tune_file_loggers_only(), memory_kills_fail_one_trial():
         results = tuner.fit()
     close_trial_runs(MlflowClient(plan.tracking.uri), results, config.epochs)
     if load_state(plan.experiment_dir).interrupted or not all_trials_ended(results, config):
