@@ -1,7 +1,7 @@
 """The platform at 16, 32 and 64 concurrent trials: one sweep per concurrency N (N trials, all at
-once) logging to one ``mlflow server`` with basic-auth on a private PostgreSQL, as ``depthtune
-serve start`` runs it (``depthtune.serve.service.build_server``: 2 uvicorn workers, artifacts
-proxied), with a local Ray of N logical CPUs on this machine.
+once unless ``--at-once`` caps them) logging to one ``mlflow server`` with basic-auth on a private
+PostgreSQL, as ``depthtune serve start`` runs it (``depthtune.serve.service.build_server``: 2
+uvicorn workers, artifacts proxied), with a local Ray of N (or ``--at-once``) logical CPUs on this machine.
 
 Trials are real but tiny: Net12 at width 0.125 and 64x80 input, ``num_workers`` 0, one torch thread,
 ``--epochs`` epochs of ``--frames`` synthetic frames, random search with the FIFO scheduler (every
@@ -35,8 +35,9 @@ Measured per N:
   monitor killed: ``--memory-threshold`` (default 0.8 of node memory, Ray's own is 0.95) keeps a
   sweep that does not fit from pushing a shared machine into the kernel's OOM killer.
 
-    python benchmarks/scale.py [--concurrency 16 32 64] [--epochs 3] [--frames 20] [--memory-threshold 0.8]
-        [--auth-cache-ttl 60] [--json out.json]   # --auth-cache-ttl 0: basic-auth as MLflow defaults it
+    python benchmarks/scale.py [--concurrency 16 32 64] [--at-once K] [--epochs 3] [--frames 20]
+        [--memory-threshold 0.8] [--auth-cache-ttl 60] [--json out.json]
+    # --auth-cache-ttl 0: basic-auth as MLflow defaults it
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import http.client
+import itertools
 import json
 import logging
 import math
@@ -255,6 +257,7 @@ class Arrival:
     """What the server holds for one sweep's trial runs."""
 
     runs: int
+    most_at_once: int
     not_finished: int
     missing: int
     repeated: int
@@ -269,11 +272,12 @@ def check_arrival(pg: LocalPostgres, database: str, sweep_run_id: str, epochs: i
     try:
         with connection.cursor() as cursor:
             cursor.execute(
-                "select r.run_uuid, r.status from runs r join tags t on t.run_uuid = r.run_uuid "
-                "where t.key = %s and t.value = %s",
+                "select r.run_uuid, r.status, r.start_time, r.end_time from runs r join tags t "
+                "on t.run_uuid = r.run_uuid where t.key = %s and t.value = %s",
                 (SWEEP_TAG, sweep_run_id),
             )
-            runs = dict(cursor.fetchall())
+            rows = cursor.fetchall()
+            runs = {run: status for run, status, _, _ in rows}
             cursor.execute(
                 "select run_uuid, key, step, count(*) from metrics where run_uuid = any(%s) and key = any(%s) "
                 "group by run_uuid, key, step",
@@ -284,8 +288,12 @@ def check_arrival(pg: LocalPostgres, database: str, sweep_run_id: str, epochs: i
         connection.close()
     counts = {(run, key, step): count for run, key, step, count in stored}
     expected = {(run, key, step) for run in runs for key in EPOCH_METRICS for step in range(epochs)}
+    # Runs open at once: +1 at each start, -1 at each end (an end before a start at the same ms).
+    events = sorted([(start, 1) for _, _, start, _ in rows] + [(end, -1) for _, _, _, end in rows if end])
+    open_runs = list(itertools.accumulate(change for _, change in events))
     return Arrival(
         runs=len(runs),
+        most_at_once=max(open_runs, default=0),
         not_finished=sum(status != "FINISHED" for status in runs.values()),
         missing=len(expected - counts.keys()),
         repeated=sum(count - 1 for count in counts.values()) + len(counts.keys() - expected),
@@ -316,7 +324,9 @@ def cpu_at(samples: list[dict], when: float) -> float:
 def sweep_at(
     n: int, args: argparse.Namespace, data: Path, workdir: Path, server: TrackingServer, pg: LocalPostgres
 ) -> dict:
-    """One sweep of ``n`` trials at once through a fresh proxy, a local Ray of ``n`` CPUs; its figures."""
+    """One sweep of ``n`` trials, ``--at-once`` of them at a time (default all), through a fresh proxy
+    and a local Ray of that many CPUs; its figures."""
+    at_once = args.at_once or n
     context = multiprocessing.get_context("spawn")
     ready, stop = context.Event(), context.Event()
     proxy_port = free_port()
@@ -324,7 +334,7 @@ def sweep_at(
     pg_params = {"host": pg.host, "port": pg.port, "user": pg.user, "password": pg.password}
     upstream_port = server.port
     baseline_used = (psutil.virtual_memory().total - psutil.virtual_memory().available) / 1024**3
-    ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES)
+    ray.init(num_cpus=at_once, include_dashboard=False, log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES)
     child = context.Process(
         target=monitor, args=(upstream_port, proxy_port, pg_params, os.getpid(), str(out), ready, stop)
     )
@@ -337,7 +347,7 @@ def sweep_at(
             "data": str(data),
             "name": f"scale-{n}",
             "num_samples": n,
-            "max_concurrent": n,
+            "max_concurrent": at_once,
             "cpus_per_trial": 1,
             "searcher": "random",
             "scheduler": "fifo",
@@ -381,6 +391,7 @@ def sweep_at(
     results = sum(max(0, len(path.read_text().splitlines()) - 1) for path in trials.glob("*/progress.csv"))
     failed = {"trials_errored": len(errors), "trials_out_of_memory": sum("low on memory" in text for text in errors)}
     return {
+        "at_once": at_once,
         **summarize(n, args.epochs, wall, driver_cpu, server_cpu, pg_cpu, baseline_used, seen, arrival, error, results),
         **failed,
     }
@@ -420,6 +431,7 @@ def summarize(
         "wall_s": wall,
         "error": error,
         "runs": arrival.runs if arrival else 0,
+        "runs_open_at_once_max": arrival.most_at_once if arrival else 0,
         "runs_not_finished": arrival.not_finished if arrival else None,
         "values_missing": arrival.missing if arrival else None,
         "values_repeated": arrival.repeated if arrival else None,
@@ -452,15 +464,21 @@ def summarize(
 
 def print_table(row: dict) -> None:
     """One sweep's figures, a line each."""
-    print(f"\n=== {row['trials']} concurrent trials x {row['epochs']} epochs ({row['wall_s']:.0f} s) ===")
+    shape = f"{row['trials']} trials, {row['at_once']} at once, x {row['epochs']} epochs"
+    print(f"\n=== {shape} ({row['wall_s']:.0f} s) ===")
     for key, value in row.items():
-        if key not in ("trials", "epochs"):
+        if key not in ("trials", "at_once", "epochs"):
             print(f"  {key:<42} {value:.3f}" if isinstance(value, float) else f"  {key:<42} {value}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument(
+        "--at-once",
+        type=int,
+        help="trials running at a time (default: all of each sweep's N); sizes a sweep to the machine's memory",
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--frames", type=int, default=20, help="synthetic frames (20: 7 rooms, split 14/3/3)")
     parser.add_argument(
