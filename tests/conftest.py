@@ -30,6 +30,27 @@ AWS_EFS_MOUNT_OPTIONS = {
     "retrans=2",
     "noresvport",
 }
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--alone",
+        choices=("skip", "only"),
+        help="leave out, or run only, the tests marked alone (scripts/test.sh runs them by themselves)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Apply ``--alone``: the tests marked so depend on the machine's memory use staying put, which
+    tests running beside them would move."""
+    choice = config.getoption("--alone")
+    if choice is None:
+        return
+    keep = [item for item in items if (item.get_closest_marker("alone") is not None) == (choice == "only")]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
+
+
 TINY = {
     "net12": {"input_size": (64, 80), "width": 0.125},
     "net3": {"width": 0.125},

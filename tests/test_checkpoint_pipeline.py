@@ -9,8 +9,9 @@ import threading
 import pytest
 import torch
 
+from depthtune import checkpoint_pipeline
 from depthtune.checkpoint_pipeline import CheckpointPipeline, HostCopy
-from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint
+from depthtune.checkpoints import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 
 
 def _state(weights: torch.Tensor, epoch: int) -> dict:
@@ -81,11 +82,19 @@ def test_a_background_failure_is_raised_on_the_training_thread(tmp_path, failure
         pipeline.close()
 
 
-def test_a_failed_write_stops_later_steps_and_is_raised_at_the_next_save(tmp_path):
+def test_a_failed_write_stops_later_steps_and_is_raised_at_the_next_save(tmp_path, monkeypatch):
     (tmp_path / "epoch_000").write_text("a file where the checkpoint directory should be")
+    release = threading.Event()
+
+    def held_save(directory, state):
+        release.wait()  # the write fails only once its publish step is queued behind it
+        save_checkpoint(directory, state)
+
+    monkeypatch.setattr(checkpoint_pipeline, "save_checkpoint", held_save)
     published = []
     pipeline = CheckpointPipeline(tmp_path, keep=3)
     pipeline.publish(pipeline.save(0, _state(torch.ones(2), 0)), published.append, best_epoch=0)
+    release.set()
     with pytest.raises(FileExistsError):
         pipeline.save(1, _state(torch.ones(2), 1))
     pipeline.close()
