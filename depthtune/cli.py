@@ -428,7 +428,6 @@ def _synth(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from depthtune.profiles import model_setup
-    from depthtune.runner import run_training
     from depthtune.train_config import TrainConfig
 
     setup = model_setup(args.profile, args.model, args.variant)
@@ -437,6 +436,9 @@ def _train(args: argparse.Namespace) -> None:
         values.update(read_yaml(args.config))
     values.update({"data": args.data, **_overrides(args, TRAIN_FLAGS)})
     config = TrainConfig.from_dict(values, where=args.config or "command line")
+    # Imported once the config is valid: torch and MLflow take seconds, a bad flag's answer should not.
+    from depthtune.runner import run_training
+
     run_dir = Path(args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     outcome = run_training(config, run_dir, resume_from=args.resume)
     logger.info(

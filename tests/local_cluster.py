@@ -165,8 +165,8 @@ class LocalRayCluster:
         self.nodes.append(node)
         return node
 
-    def start_head(self, extra_args: tuple[str, ...] = ()) -> RayNode:
-        """Start the head (no CPUs or GPUs of its own: trials go to workers) and wait until it is up."""
+    def start_head(self, extra_args: tuple[str, ...] = (), cpus: int = 0) -> RayNode:
+        """Start the head (by default no CPUs or GPUs of its own: trials go to workers) and wait until it is up."""
         node = self._start(
             "head",
             [
@@ -174,7 +174,7 @@ class LocalRayCluster:
                 "--port",
                 str(self.port),
                 "--num-cpus",
-                "0",
+                str(cpus),
                 "--num-gpus",
                 "0",
                 "--include-dashboard",

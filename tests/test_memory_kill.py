@@ -79,7 +79,7 @@ print(json.dumps({"trials": [
 
 @pytest.fixture(scope="module")
 def tight_node(tmp_path_factory: pytest.TempPathFactory) -> LocalRayCluster:
-    """A head plus one 1-CPU worker whose memory monitors kill at MARGIN_BYTES above today's use."""
+    """A 1-CPU head whose memory monitor kills at MARGIN_BYTES above today's use."""
     memory = psutil.virtual_memory()
     threshold = (memory.total - memory.available + MARGIN_BYTES) / memory.total
     if threshold > 0.95 or memory.available < HOG_LIMIT_BYTES + GIB:
@@ -87,8 +87,7 @@ def tight_node(tmp_path_factory: pytest.TempPathFactory) -> LocalRayCluster:
     env = {**os.environ, "RAY_memory_usage_threshold": f"{threshold:.4f}", "RAY_memory_monitor_refresh_ms": "100"}
     cluster = LocalRayCluster(env)
     try:
-        cluster.start_head()
-        cluster.add_worker("worker", cpus=1, resources={})
+        cluster.start_head(cpus=1)
         yield cluster
     finally:
         cluster.stop()
