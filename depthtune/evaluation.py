@@ -5,7 +5,7 @@ loop validates with it after each epoch; runs and sweeps test their best checkpo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -64,14 +64,14 @@ def evaluation_loader(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
     device: torch.device,
     *,
     loss_fn: LossFn | None = None,
     protocol: EvalProtocol = EIGEN_PROTOCOL,
     bf16: bool = True,
 ) -> dict[str, float]:
-    """Loss (when given) and every depth metric of ``model`` over an evaluation loader."""
+    """Loss (when given) and every depth metric of ``model`` over an evaluation loader's batches."""
     model.eval()
     accumulator = MetricAccumulator(protocol)
     loss_total, seen = 0.0, 0

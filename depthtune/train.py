@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
 from torch import nn
@@ -36,6 +37,20 @@ logger = logging.getLogger(__name__)
 # runs in the background, in epoch order, once the epoch's checkpoint is written (None: none saved).
 EpochCallback = Callable[[dict[str, float], nn.Module], Publish | None]
 IMAGENET_ENCODERS = {"net12": "scale 1 (VGG-16)", "fcrn": "encoder (ResNet-50)"}
+Batch = TypeVar("Batch")
+
+
+class TrainingStopped(Exception):
+    """Training ended between two batches because its caller set the ``stop`` event."""
+
+
+def _until_stopped(batches: Iterable[Batch], stop: threading.Event | None) -> Iterator[Batch]:
+    """The batches, checking ``stop`` before each: a stop ends the run between two batches, never
+    inside torch's code."""
+    for batch in batches:
+        if stop is not None and stop.is_set():
+            raise TrainingStopped("training was asked to stop")
+        yield batch
 
 
 @dataclass
@@ -215,9 +230,17 @@ class _Loop:
     loader: DataLoader | DeviceBatches
     sampler: EpochSampler | DeviceBatches
     val_loader: DataLoader
+    stop: threading.Event | None
 
     @classmethod
-    def build(cls, config: TrainConfig, model: nn.Module, arrays: NYUArrays, device: torch.device) -> "_Loop":
+    def build(
+        cls,
+        config: TrainConfig,
+        model: nn.Module,
+        arrays: NYUArrays,
+        device: torch.device,
+        stop: threading.Event | None,
+    ) -> "_Loop":
         layout = memory_format(config, device)
         model.to(device, memory_format=layout)
         model_cfg = dict(model.config)
@@ -237,14 +260,14 @@ class _Loop:
             arrays, splits, "val", config.model, model_cfg, config.eval_batch_size, config.num_workers
         )
         loss_fn = loss_for_model(config.model, grad_weight=config.grad_weight)
-        return cls(config, model, device, layout, loss_fn, optimizer, scheduler, loader, sampler, val_loader)
+        return cls(config, model, device, layout, loss_fn, optimizer, scheduler, loader, sampler, val_loader, stop)
 
     def _train_pass(self, amp: bool) -> tuple[float, int, float]:
         """One pass over the training set: mean loss, images seen and seconds spent."""
         self.model.train()
         started = time.perf_counter()
         loss_sum, images = torch.zeros((), device=self.device), 0
-        for image, target, mask in self.loader:
+        for image, target, mask in _until_stopped(self.loader, self.stop):
             image = image.to(self.device, non_blocking=True, memory_format=self.layout)
             target, mask = target.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
             loss = training_step(self.model, self.optimizer, self.loss_fn, image, target, mask, amp=amp)
@@ -266,7 +289,13 @@ class _Loop:
             raise FloatingPointError(f"{config.model} training loss became {train_loss} in epoch {epoch + 1} (lr={lr})")
         self.scheduler.step()
         try:
-            val = evaluate(self.model, self.val_loader, self.device, loss_fn=self.loss_fn, bf16=config.bf16)
+            val = evaluate(
+                self.model,
+                _until_stopped(self.val_loader, self.stop),
+                self.device,
+                loss_fn=self.loss_fn,
+                bf16=config.bf16,
+            )
         except FloatingPointError as exc:
             raise FloatingPointError(f"{config.model}, epoch {epoch + 1} (lr={lr}): {exc}") from exc
         metrics = {
@@ -348,13 +377,17 @@ def _run_epoch(
     pipeline.publish(directory, publish, progress.best_epoch)
 
 
-def _close_after_failure(pipeline: CheckpointPipeline) -> None:
-    """Finish the checkpoints and reports queued before training failed; a background failure is
-    logged, so that the training's own error is the one raised."""
+def _close_after_failure(pipeline: CheckpointPipeline, stopped: bool) -> None:
+    """Finish the checkpoints and reports queued before training failed or was stopped; a background
+    failure is logged, so that the training's own error is the one raised. A stopped run's reporting
+    step may have been ended too (Tune's stop), which is no news."""
     try:
         pipeline.close()
     except BaseException as exc:  # noqa: BLE001 - the training's error takes precedence
-        logger.warning("while stopping after a training error, the checkpoint thread failed too: %r", exc)
+        if stopped:
+            logger.debug("the stopped run's checkpoint thread ended with %r", exc)
+        else:
+            logger.warning("while stopping after a training error, the checkpoint thread failed too: %r", exc)
 
 
 def train(
@@ -365,11 +398,13 @@ def train(
     on_epoch: EpochCallback | None = None,
     resume_from: str | Path | None = None,
     net12: nn.Module | None = None,
+    stop: threading.Event | None = None,
 ) -> TrainResult:
     """Train ``config.model`` for ``config.epochs`` epochs, resuming exactly from a checkpoint when
     given. After each epoch ``on_epoch(metrics, model)`` is called on the training thread; a step it
     returns is called with the epoch's checkpoint directory (None when it saved none) in the
-    background once that checkpoint is written. ``net12`` is the frozen base of a fresh Net3."""
+    background once that checkpoint is written. ``net12`` is the frozen base of a fresh Net3. Setting
+    ``stop`` ends the run at the next batch with TrainingStopped, after the queued checkpoints."""
     config.validate()
     device = pick_device(config.device)
     if arrays is None:
@@ -378,7 +413,7 @@ def train(
         arrays = read_nyu(config.data)
     resume_state = _resume_state(config, resume_from)
     torch.manual_seed(config.seed)
-    loop = _Loop.build(config, _starting_model(config, resume_state, net12), arrays, device)
+    loop = _Loop.build(config, _starting_model(config, resume_state, net12), arrays, device, stop)
     progress = _Progress(history=[])
     if resume_state is not None:
         start = _restore(loop.model, loop.optimizer, loop.scheduler, resume_state, str(resume_from))
@@ -388,8 +423,8 @@ def train(
     try:
         for epoch in range(progress.start_epoch, config.epochs):
             _run_epoch(loop, epoch, progress, pipeline, on_epoch)
-    except BaseException:
-        _close_after_failure(pipeline)
+    except BaseException as exc:
+        _close_after_failure(pipeline, stopped=isinstance(exc, TrainingStopped))
         raise
     pipeline.close()
     if not progress.history:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from depthtune.models import build
 from depthtune.names import METRIC_NAMES
 from depthtune.profiles import EIGEN_NET12_RATES
 from depthtune.tracking.lineage import load_checkpoint_model, resolve_base_model
-from depthtune.train import checkpoint_due, parameter_groups, train
+from depthtune.train import TrainingStopped, checkpoint_due, parameter_groups, train
 from depthtune.train_config import TrainConfig
 
 
@@ -48,6 +49,29 @@ def test_reports_every_epoch_with_all_metrics_and_a_checkpoint(tmp_path, synthet
     assert (result.last_checkpoint / CHECKPOINT_FILE).is_file()
     state = load_checkpoint(result.last_checkpoint)
     assert {"model", "optimizer", "scheduler", "epoch", "rng", "model_config"} <= set(state)
+
+
+def test_a_stop_ends_the_run_between_two_batches_after_the_queued_checkpoints(tmp_path, synthetic_arrays, monkeypatch):
+    stop, steps, epochs_ended, published = threading.Event(), [], [], []
+    real_step = depthtune.train.training_step
+
+    def counted_step(*args, **kwargs):
+        loss = real_step(*args, **kwargs)
+        steps.append(len(epochs_ended))  # the epochs ended before this batch
+        if steps.count(1) == 1:
+            stop.set()  # after the first batch of the second epoch
+        return loss
+
+    def on_epoch(metrics, _model):
+        epochs_ended.append(metrics["epoch"])
+        return lambda directory: published.append((metrics["epoch"], directory))
+
+    monkeypatch.setattr(depthtune.train, "training_step", counted_step)
+    with pytest.raises(TrainingStopped):
+        train(_config(epochs=3), tmp_path / "ckpt", arrays=synthetic_arrays, on_epoch=on_epoch, stop=stop)
+    assert steps.count(0) > 1 and steps.count(1) == 1 and epochs_ended == [0.0]  # no batch ran after the stop
+    assert [epoch for epoch, _ in published] == [0.0]
+    assert (published[0][1] / CHECKPOINT_FILE).is_file()  # the first epoch's checkpoint and step were finished
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path, synthetic_arrays):

@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,14 @@ from depthtune.predictor import DepthPredictor
 from depthtune.sweep.console import quiet_process
 from depthtune.sweep.ledger import EpochRecord, TrialLedger, epochs_done, finished_budget
 from depthtune.sweep.plan import SweepPlan
+from depthtune.sweep.process_exit import stop_at_process_exit
 from depthtune.sweep.searcher import stopping_epochs
 from depthtune.tracking.datasets import log_dataset
 from depthtune.tracking.previews import log_grid, prediction_grid
 from depthtune.tracking.runs import DIVERGED_TAG, RUN_ID_KEY, SWEEP_TAG, TIMESTAMP_KEY, TRIAL_TAG, RunLogger, find_run
 from depthtune.tracking.system_metrics import monitor_system
 from depthtune.tracking.writer import BackgroundWriter
-from depthtune.train import train
+from depthtune.train import TrainingStopped, train
 from depthtune.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ FLUSH_TIMEOUT_S = 600.0
 # before such a report a trial waits this long for its whole queue; before any other report, for
 # the previous epoch's writes (sent while this epoch trained). Only an outage makes either wait.
 REPORT_FLUSH_S = 5.0
+# How long a trial's exiting process waits for its training thread to stop and clean up: a batch,
+# then the trial's queued MLflow writes (already flushed at the reports where ASHA may stop it).
+EXIT_WAIT_S = 30.0
 
 
 @dataclass
@@ -118,8 +123,8 @@ def _process_alive(pid: int) -> bool:
 
 def trial_workdir(trial_id: str, scratch: Path | None = None) -> Path:
     """A fresh scratch directory for this attempt of the trial, named after its process. Trial
-    processes ended outright (a node's raylet or the driver SIGKILLed, or ASHA's stop ending the
-    process before the training thread's cleanup ran) leave theirs behind: the ones whose process
+    processes ended outright (a node's raylet or the driver SIGKILLed, or a process whose training
+    thread did not stop within EXIT_WAIT_S of its exit) leave theirs behind: the ones whose process
     is gone are removed first, so a node keeps at most its live trials' directories."""
     scratch = Path(scratch or tempfile.gettempdir())
     for stale in scratch.glob(f"{WORKDIR_PREFIX}*"):
@@ -200,15 +205,24 @@ def run_trial(params: dict[str, Any], *, plan: SweepPlan, arrays: NYUArrays) -> 
     if not plan.verbose:
         quiet_process()
     config = plan.trial_config(params)
-    workdir = trial_workdir(tune.get_context().get_trial_id())
-    try:
-        _train_and_track(params, config, plan, arrays, workdir)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    trial_id = tune.get_context().get_trial_id()
+    workdir = trial_workdir(trial_id)
+    with stop_at_process_exit(EXIT_WAIT_S) as stop:
+        try:
+            _train_and_track(params, config, plan, arrays, workdir, stop)
+        except TrainingStopped:
+            logger.debug("trial %s stopped training: its process is exiting", trial_id)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _train_and_track(
-    params: dict[str, Any], config: TrainConfig, plan: SweepPlan, arrays: NYUArrays, workdir: Path
+    params: dict[str, Any],
+    config: TrainConfig,
+    plan: SweepPlan,
+    arrays: NYUArrays,
+    workdir: Path,
+    stop: threading.Event,
 ) -> None:
     client = MlflowClient(plan.tracking.uri)
     resume_from, restored = _restored_checkpoint(workdir)
@@ -231,7 +245,7 @@ def _train_and_track(
                     checkpoint=tune.Checkpoint.from_directory(resume_from.parent),
                 )
                 return
-        _train_reporting(config, plan, arrays, workdir, trial, resume_from)
+        _train_reporting(config, plan, arrays, workdir, trial, resume_from, stop)
     finally:
         trial.writer.close(timeout=FLUSH_TIMEOUT_S)
         if monitor is not None:
@@ -239,7 +253,13 @@ def _train_and_track(
 
 
 def _train_reporting(
-    config: TrainConfig, plan: SweepPlan, arrays: NYUArrays, workdir: Path, trial: _TrialRun, resume_from: Path | None
+    config: TrainConfig,
+    plan: SweepPlan,
+    arrays: NYUArrays,
+    workdir: Path,
+    trial: _TrialRun,
+    resume_from: Path | None,
+    stop: threading.Event,
 ) -> None:
     """Train, and after each epoch: make the epoch's prediction grid (every few epochs, on the live
     model), then, once ``train`` has written the epoch's checkpoint (if one is due), queue the metrics
@@ -282,7 +302,15 @@ def _train_reporting(
 
     net12 = plan.base_model.module() if plan.base_model is not None else None
     try:
-        train(config, workdir / "checkpoints", arrays=arrays, on_epoch=report, resume_from=resume_from, net12=net12)
+        train(
+            config,
+            workdir / "checkpoints",
+            arrays=arrays,
+            on_epoch=report,
+            resume_from=resume_from,
+            net12=net12,
+            stop=stop,
+        )
     except FloatingPointError as exc:
         # Seeded training diverges again at the same epoch, so a Tune retry (max_failures) would only
         # repeat it: end the trial here with the epochs it reported, its run tagged with the reason.
